@@ -28,8 +28,8 @@ class ResourceKind:
     subresources: tuple[str, ...] = ()  # "status", "scale", "log", "exec", "binding"
     categories: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ALL_VERBS
-    # Other kinds served from the same storage (events.k8s.io/v1 Event shares v1 Event's).
-    storage_plural: str = ""
+    # Kinds served from another kind's storage: events.k8s.io/v1 Events are v1 Events.
+    storage_group: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -43,8 +43,8 @@ class ResourceKind:
     @property
     def storage_prefix(self) -> str:
         """Store key prefix for this kind, ending in '/'."""
-        group = self.group or "core"
-        return f"/registry/{group}/{self.storage_plural or self.plural}/"
+        group = self.group if self.storage_group is None else self.storage_group
+        return f"/registry/{group or 'core'}/{self.plural}/"
 
     def key(self, namespace: str, name: str) -> str:
         if self.namespaced:
@@ -80,7 +80,7 @@ KINDS: tuple[ResourceKind, ...] = (
     ResourceKind("", "v1", "Node", "nodes", "node", False, ("no",), ("status",)),
     ResourceKind("", "v1", "Event", "events", "event", True, ("ev",)),
     ResourceKind(
-        "events.k8s.io", "v1", "Event", "events", "event", True, ("ev",), storage_plural="events"
+        "events.k8s.io", "v1", "Event", "events", "event", True, ("ev",), storage_group=""
     ),
     ResourceKind(
         "discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", True
@@ -109,15 +109,6 @@ KINDS: tuple[ResourceKind, ...] = (
     ),
     ResourceKind("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
 )
-
-# events.k8s.io/v1 Events are stored with the core Events; keep both under one prefix.
-_CORE_EVENTS_PREFIX = "/registry/core/events/"
-
-
-def storage_prefix_of(kind: ResourceKind) -> str:
-    if kind.kind == "Event":
-        return _CORE_EVENTS_PREFIX
-    return kind.storage_prefix
 
 
 def find(group: str, version: str, plural: str) -> ResourceKind | None:
