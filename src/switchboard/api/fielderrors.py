@@ -59,6 +59,21 @@ def duplicate(path: str, value: Any) -> FieldError:
     return FieldError("FieldValueDuplicate", path, f"Duplicate value: {_quote(value)}")
 
 
+def invalid_go(path: str, rendered: str, detail: str = "") -> FieldError:
+    """`invalid` for a value Go prints with %#v (a slice or struct), rendered by the caller.
+
+    Kubernetes shows e.g. `Invalid value: []string{"10.0.0.1"}` for a list; JSON
+    quoting cannot produce that, so the caller passes the Go rendering as is.
+    """
+    body = f"Invalid value: {rendered}" + (f": {detail}" if detail else "")
+    return FieldError("FieldValueInvalid", path, body)
+
+
+def duplicate_go(path: str, rendered: str) -> FieldError:
+    """`duplicate` for a value Go prints with %#v (a struct), rendered by the caller."""
+    return FieldError("FieldValueDuplicate", path, f"Duplicate value: {rendered}")
+
+
 def forbidden(path: str, detail: str) -> FieldError:
     return FieldError("FieldValueForbidden", path, f"Forbidden: {detail}")
 

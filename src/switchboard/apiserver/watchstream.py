@@ -1,0 +1,149 @@
+"""Watch streams: one chunked JSON line per event, as kubectl and client-go read them.
+
+`{"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":{...}}\n` per event.
+With a Table Accept header each object is a one-row Table (column
+definitions only on the first, so kubectl prints its header once). Events
+are pumped from the registry into a queue by a task, so the writer can also
+emit bookmarks on a timer and stop at `timeoutSeconds` without cancelling the
+registry's iterator halfway through an await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from switchboard.api.kinds import Obj, ResourceKind
+from switchboard.apiserver import codec, status, tables
+from switchboard.apiserver.registry import INITIAL_EVENTS_END, ListOptions, Registry
+
+DEFAULT_TIMEOUT = 1800.0
+_DONE = object()
+
+
+def _event(kind_: str, obj: Any) -> bytes:
+    return codec.dumps({"type": kind_, "object": obj}) + b"\n"
+
+
+async def serve(
+    request: web.Request,
+    registry: Registry,
+    kind: ResourceKind,
+    namespace: str | None,
+    opts: ListOptions,
+    *,
+    name: str | None = None,
+) -> web.StreamResponse:
+    q = request.query
+    timeout = DEFAULT_TIMEOUT
+    if q.get("timeoutSeconds"):
+        try:
+            timeout = float(q["timeoutSeconds"])
+        except ValueError as exc:
+            raise status.bad_request(f"invalid timeoutSeconds: {q['timeoutSeconds']}") from exc
+    bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+    initial_end = q.get("sendInitialEvents") in ("true", "1")
+    as_table = "as=Table" in request.headers.get("Accept", "")
+    include_object = q.get("includeObject", "Metadata")
+    interval: float = request.app.get("bookmark_interval", 60.0)
+    metrics = request.app.get("metrics")
+
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
+    events = registry.watch(kind, namespace, opts)
+
+    async def pump() -> None:
+        try:
+            async for item in events:
+                await queue.put(item)
+        except status.APIError as exc:
+            await queue.put(exc)
+        finally:
+            await queue.put(_DONE)
+
+    task = asyncio.create_task(pump())
+    # A watch that cannot start (a compacted revision) fails before the 200 goes out.
+    try:
+        first = await asyncio.wait_for(queue.get(), timeout=0.05)
+    except TimeoutError:
+        first = None
+    if isinstance(first, status.APIError):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise first
+    resp = web.StreamResponse(status=200)
+    resp.content_type = "application/json"
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    if metrics is not None:
+        metrics.watchers.labels(kind.plural).inc()
+    pending: list[Any] = [] if first is None else [first]
+    last_rv = "0"
+    headers_sent = False
+    deadline = asyncio.get_running_loop().time() + timeout
+    # Spread bookmarks so many watchers opened together do not all fire at once.
+    next_bookmark = asyncio.get_running_loop().time() + interval * random.uniform(0.5, 1.0)
+    try:
+        while True:
+            now = asyncio.get_running_loop().time()
+            wait = min(deadline, next_bookmark if bookmarks else deadline) - now
+            try:
+                item = (
+                    pending.pop()
+                    if pending
+                    else await asyncio.wait_for(queue.get(), timeout=max(wait, 0))
+                )
+            except TimeoutError:
+                now = asyncio.get_running_loop().time()
+                if now >= deadline:
+                    break
+                await resp.write(_bookmark(kind, last_rv))
+                next_bookmark = now + interval
+                continue
+            if item is _DONE:
+                break
+            if isinstance(item, status.APIError):
+                await resp.write(_event("ERROR", item.status()))
+                break
+            type_, obj = item
+            if type_ == INITIAL_EVENTS_END:
+                last_rv = obj["metadata"]["resourceVersion"]
+                if initial_end and bookmarks:
+                    await resp.write(_bookmark(kind, last_rv, initial_events_end=True))
+                continue
+            if name is not None and obj["metadata"].get("name") != name:
+                continue
+            last_rv = obj["metadata"].get("resourceVersion", last_rv)
+            if as_table:
+                table = tables.table(
+                    kind, [obj], now=datetime.now(UTC), include_object=include_object
+                )
+                if headers_sent:
+                    table["columnDefinitions"] = []
+                headers_sent = True
+                await resp.write(_event(type_, table))
+            else:
+                await resp.write(_event(type_, obj))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        if metrics is not None:
+            metrics.watchers.labels(kind.plural).dec()
+    with contextlib.suppress(ConnectionResetError):
+        await resp.write_eof()
+    return resp
+
+
+def _bookmark(kind: ResourceKind, rv: str, *, initial_events_end: bool = False) -> bytes:
+    meta: Obj = {"resourceVersion": rv}
+    if initial_events_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    return _event("BOOKMARK", {"kind": kind.kind, "apiVersion": kind.api_version, "metadata": meta})
