@@ -34,7 +34,6 @@ import argparse
 import json
 import re
 import sys
-import types
 import typing
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,14 @@ _META = "io.k8s.apimachinery.pkg.apis.meta.v1"
 _CORE = "io.k8s.api.core.v1"
 
 # Roots in the apimachinery meta package, claimed before any kind.
-_META_ROOTS = ("V1ObjectMeta", "V1ListMeta", "V1Status", "V1DeleteOptions", "V1LabelSelector", "V1Condition")
+_META_ROOTS = (
+    "V1ObjectMeta",
+    "V1ListMeta",
+    "V1Status",
+    "V1DeleteOptions",
+    "V1LabelSelector",
+    "V1Condition",
+)
 
 # Kinds that are not served as resources but travel as request or response
 # bodies of served resources' subresources and verbs.
@@ -119,7 +125,9 @@ _MICRO_TIME_FIELDS = frozenset(
 )
 
 _PREFIXES = {"Core": "core", "Events": "events", "Discovery": "discovery", "Apps": "apps"}
-_CLASS_NAME = re.compile(r"^(?P<prefix>[A-Z][a-z]+)?(?P<version>V\d+(?:(?:alpha|beta)\d+)?)(?P<name>[A-Z]\w*)$")
+_CLASS_NAME = re.compile(
+    r"^(?P<prefix>[A-Z][a-z]+)?(?P<version>V\d+(?:(?:alpha|beta)\d+)?)(?P<name>[A-Z]\w*)$"
+)
 
 
 def _go_name(cls_name: str) -> str:

@@ -524,18 +524,21 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     )
     assert writer.stdout is not None
     acknowledged: dict[str, int] = {}
+
+    def acknowledge(line: bytes) -> None:
+        key, revision = line.decode().split()
+        acknowledged[key] = int(revision)
+
     try:
         while len(acknowledged) < 300:
             line = await asyncio.wait_for(writer.stdout.readline(), timeout=10)
             assert line, "the writer exited before it was killed"
-            key, revision = line.decode().split()
-            acknowledged[key] = int(revision)
+            acknowledge(line)
         os.kill(writer.pid, signal.SIGKILL)
         # Lines written before the kill are acknowledgements too.
         for line in (await writer.stdout.read()).splitlines(keepends=True):
-            if line.endswith(b"\n"):
-                key, revision = line.decode().split()
-                acknowledged[key] = int(revision)
+            if line.endswith(b"\n"):  # a line cut short by the kill was never complete
+                acknowledge(line)
     finally:
         if writer.returncode is None:
             writer.kill()

@@ -314,15 +314,35 @@ class _Walk:
         # A free-form object (RawExtension, FieldsV1) takes any JSON value.
 
 
+def _parse_raw(raw: bytes | str, obj: Any) -> Any:
+    """The request text with duplicate keys kept; `obj` itself if the text is not JSON."""
+    try:
+        return json.loads(raw, object_pairs_hook=_Pairs, parse_float=_FloatLiteral)
+    except ValueError:
+        return obj
+
+
+def _definition_for(kind: str, tree: Any, api_version: str | None) -> str:
+    if api_version is None and _is_object(tree):
+        # events.k8s.io/v1 and v1 both have an Event: the object says which it is.
+        declared = next((v for k, v in _items(tree) if k == "apiVersion"), None)
+        if isinstance(declared, str):
+            try:
+                return definition_name(kind, declared)
+            except UnknownKind:
+                pass
+    return definition_name(kind, api_version)
+
+
 def _walk(kind: str, obj: Any, api_version: str | None, raw: bytes | str | None) -> _Walk:
-    def_name = definition_name(kind, api_version)
+    tree = obj if raw is None else _parse_raw(raw, obj)
+    def_name = _definition_for(kind, tree, api_version)
     walk = _Walk(definitions())
-    tree = obj if raw is None else json.loads(raw, object_pairs_hook=_Pairs, parse_float=_FloatLiteral)
     if not _is_object(tree):
-        package = def_name.rpartition(".")[0].rpartition(".")[2]
+        package, _, name = def_name.rpartition(".")
         walk.type_errors.append(
             f"json: cannot unmarshal {_json_kind(tree)} into Go value of type"
-            f" {package}.{def_name.rpartition('.')[2]}"
+            f" {package.rpartition('.')[2]}.{name}"
         )
         return walk
     walk.struct(def_name, tree, "", "")
@@ -351,30 +371,22 @@ def check(
 ) -> tuple[list[str], list[str]]:
     """Field validation of a decoded object: (errors, warnings).
 
-    `errors` is either a single type error, which fails the request in every
-    mode, or (Strict) the strict problems; `warnings` (Warn) are the strict
-    problems, one per Warning header. Pass the request body as `raw` to also
-    find duplicate fields. Render errors with `error_detail`.
+    `errors` is empty or holds the one detail the apiserver would fail the
+    request with: the first type error (in every mode), else under Strict
+    `strict decoding error: unknown field "spec.foo", ...`. Under Warn,
+    `warnings` holds each strict problem, one per Warning header. Pass the
+    request body as `raw` to also find duplicate fields (a body that is not
+    JSON, such as YAML, is ignored). Without
+    `api_version`, the object's own apiVersion picks among same-named kinds.
     """
     walk = _walk(kind, obj, api_version, raw)
     if walk.type_errors:
         return walk.type_errors[:1], []
-    if mode == "Strict":
-        return walk.strict, []
+    if mode == "Strict" and walk.strict:
+        return ["strict decoding error: " + ", ".join(walk.strict)], []
     if mode == "Warn":
         return [], walk.strict
     return [], []
-
-
-def _is_strict_problem(message: str) -> bool:
-    return message.startswith(('unknown field "', 'duplicate field "'))
-
-
-def error_detail(errors: Sequence[str]) -> str:
-    """The detail of a 400 for `check`'s errors, as the apiserver words it."""
-    if errors and all(_is_strict_problem(e) for e in errors):
-        return "strict decoding error: " + ", ".join(errors)
-    return errors[0] if errors else ""
 
 
 def decode_error_message(kind: str, api_version: str, detail: str) -> str:

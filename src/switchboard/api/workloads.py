@@ -137,7 +137,9 @@ def validate_pod_spec(spec: Any, path: str) -> list[fe.FieldError]:
     grace = spec.get("terminationGracePeriodSeconds")
     if isinstance(grace, int) and grace < 0:
         errs.append(
-            fe.invalid(f"{path}.terminationGracePeriodSeconds", grace, "must be greater than or equal to 0")
+            fe.invalid(
+                f"{path}.terminationGracePeriodSeconds", grace, "must be greater than or equal to 0"
+            )
         )
     return errs
 
@@ -153,9 +155,9 @@ def validate_pod_update(new: Obj, old: Obj) -> list[fe.FieldError]:
     strip = {"containers", "initContainers", "activeDeadlineSeconds", "tolerations"}
     if {k: v for k, v in ns.items() if k not in strip} != {
         k: v for k, v in os_.items() if k not in strip
-    } or [
-        {k: v for k, v in c.items() if k != "image"} for c in ns.get("containers") or []
-    ] != [{k: v for k, v in c.items() if k != "image"} for c in os_.get("containers") or []]:
+    } or [{k: v for k, v in c.items() if k != "image"} for c in ns.get("containers") or []] != [
+        {k: v for k, v in c.items() if k != "image"} for c in os_.get("containers") or []
+    ]:
         errs.append(
             fe.forbidden(
                 "spec",

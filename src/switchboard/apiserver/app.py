@@ -103,7 +103,9 @@ def build(registry: Registry, *, bookmark_interval: float = 60.0) -> web.Applica
             return json_response(openapi.v3_root())
         doc = openapi.v3_document(rest)
         if doc is None:
-            raise status.APIError(404, "NotFound", "the server could not find the requested resource")
+            raise status.APIError(
+                404, "NotFound", "the server could not find the requested resource"
+            )
         return json_response(doc)
 
     async def openapi_v2(_: web.Request) -> web.StreamResponse:
@@ -131,7 +133,9 @@ def build(registry: Registry, *, bookmark_interval: float = 60.0) -> web.Applica
             request["target"] = target
             return await resources.handle(request, target)
         if found is None:
-            raise status.APIError(404, "NotFound", "the server could not find the requested resource")
+            raise status.APIError(
+                404, "NotFound", "the server could not find the requested resource"
+            )
         return json_response(found)
 
     app.router.add_get("/version", version)

@@ -54,7 +54,9 @@ async def finalize_namespaces(registry: Registry) -> int:
                     continue
                 with contextlib.suppress(status.APIError):
                     await registry.delete(
-                        kind, name, item["metadata"]["name"],
+                        kind,
+                        name,
+                        item["metadata"]["name"],
                         DeleteOptions(propagation_policy="Background"),
                     )
         if remaining:

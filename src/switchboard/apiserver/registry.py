@@ -272,8 +272,13 @@ class Registry:
             if kind.namespaced:
                 new_meta["namespace"] = namespace
             # Fields only the server sets are carried over whatever the client sent.
-            for field in ("uid", "creationTimestamp", "deletionTimestamp",
-                          "deletionGracePeriodSeconds", "generation"):
+            for field in (
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ):
                 if field in old["metadata"]:
                     new_meta[field] = old["metadata"][field]
                 else:
@@ -338,7 +343,11 @@ class Registry:
                 raise APIPrecondition(kind, name, "UID", opts.preconditions_uid, meta.get("uid"))
             if opts.preconditions_rv and opts.preconditions_rv != meta.get("resourceVersion"):
                 raise APIPrecondition(
-                    kind, name, "ResourceVersion", opts.preconditions_rv, meta.get("resourceVersion")
+                    kind,
+                    name,
+                    "ResourceVersion",
+                    opts.preconditions_rv,
+                    meta.get("resourceVersion"),
                 )
             finalizers = list(meta.get("finalizers") or [])
             if opts.propagation_policy == "Foreground" and "foregroundDeletion" not in finalizers:
@@ -364,9 +373,9 @@ class Registry:
                     return obj
             new = copy.deepcopy(obj)
             nm = new["metadata"]
-            nm["deletionTimestamp"] = (
-                datetime.now(UTC) + timedelta(seconds=grace)
-            ).strftime("%Y-%m-%dT%H:%M:%SZ")
+            nm["deletionTimestamp"] = (datetime.now(UTC) + timedelta(seconds=grace)).strftime(
+                "%Y-%m-%dT%H:%M:%SZ"
+            )
             nm["deletionGracePeriodSeconds"] = grace
             if finalizers:
                 nm["finalizers"] = finalizers

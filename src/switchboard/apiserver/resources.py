@@ -22,7 +22,6 @@ from switchboard.apiserver.paths import Target
 from switchboard.apiserver.registry import DeleteOptions, ListOptions, Registry
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # Kubernetes' request size limit
-_FIELD_VALIDATION = ("Strict", "Warn", "Ignore")
 _PATCH_TYPES = (
     "application/json-patch+json",
     "application/merge-patch+json",
@@ -42,15 +41,17 @@ def json_response(body: Any, code: int = 200, warnings: list[str] | None = None)
     return resp
 
 
-def list_options(query: Mapping[str, str]) -> ListOptions:
+def list_options(query: Mapping[str, str], kind: ResourceKind) -> ListOptions:
     label = field = None
     try:
         if query.get("labelSelector"):
             label = selectors.parse_label_selector(query["labelSelector"])
         if query.get("fieldSelector"):
-            field = selectors.parse_field_selector(query["fieldSelector"])
+            field = selectors.field_selector_for(
+                query["fieldSelector"], group=kind.group, kind=kind.kind
+            )
     except ValueError as exc:
-        raise status.bad_request(f"unable to parse requirement: {exc}") from exc
+        raise status.bad_request(str(exc)) from exc
     try:
         limit = int(query.get("limit", "0") or 0)
     except ValueError as exc:
@@ -64,6 +65,16 @@ def list_options(query: Mapping[str, str]) -> ListOptions:
     )
 
 
+def include_object(query: Mapping[str, str]) -> str:
+    value = query.get("includeObject", "Metadata") or "Metadata"
+    if value not in tables.INCLUDE_OBJECT:
+        raise status.bad_request(
+            f'includeObject: Unsupported value: "{value}": supported values: '
+            '"None", "Metadata", "Object"'
+        )
+    return value
+
+
 def _dry_run(query: Mapping[str, str]) -> bool:
     value = query.get("dryRun", "")
     if value not in ("", "All"):
@@ -71,14 +82,11 @@ def _dry_run(query: Mapping[str, str]) -> bool:
     return value == "All"
 
 
-def _field_validation(query: Mapping[str, str]) -> str:
-    mode = query.get("fieldValidation", "Warn") or "Warn"
-    if mode not in _FIELD_VALIDATION:
-        raise status.bad_request(
-            f'fieldValidation parameter "{mode}" is not supported; supported values are '
-            '"Ignore", "Warn", "Strict"'
-        )
-    return mode
+def _field_validation(query: Mapping[str, str]) -> schema.Mode:
+    try:
+        return schema.parse_mode(query.get("fieldValidation"))
+    except ValueError as exc:
+        raise status.bad_request(str(exc)) from exc
 
 
 class Resources:
@@ -88,14 +96,15 @@ class Resources:
     async def handle(self, request: web.Request, target: Target) -> web.StreamResponse:
         method = request.method
         kind = target.kind
-        if target.legacy_watch or (
-            method == "GET" and request.query.get("watch") in ("true", "1")
-        ):
-            name_field = None
-            if target.name:
-                name_field = target.name
+        if target.legacy_watch or (method == "GET" and request.query.get("watch") in ("true", "1")):
+            name_field = target.name or None
+            include_object(request.query)  # reject a bad value before the stream starts
             return await watchstream.serve(
-                request, self.registry, kind, target.namespace, list_options(request.query),
+                request,
+                self.registry,
+                kind,
+                target.namespace,
+                list_options(request.query, kind),
                 name=name_field,
             )
         namespace = target.namespace or ""
@@ -149,7 +158,8 @@ class Resources:
                     target.kind,
                     [obj],
                     now=datetime.now(UTC),
-                    include_object=request.query.get("includeObject", "Metadata"),
+                    list_meta={"resourceVersion": obj["metadata"]["resourceVersion"]},
+                    include_object=include_object(request.query),
                 )
             )
         return json_response(obj)
@@ -157,7 +167,7 @@ class Resources:
     async def _list(
         self, request: web.Request, kind: ResourceKind, namespace: str | None
     ) -> web.StreamResponse:
-        result = await self.registry.list(kind, namespace, list_options(request.query))
+        result = await self.registry.list(kind, namespace, list_options(request.query, kind))
         if wants_table(request):
             return json_response(
                 tables.table(
@@ -165,7 +175,7 @@ class Resources:
                     result["items"],
                     now=datetime.now(UTC),
                     list_meta=result["metadata"],
-                    include_object=request.query.get("includeObject", "Metadata"),
+                    include_object=include_object(request.query),
                 )
             )
         return json_response(result)
@@ -198,7 +208,7 @@ class Resources:
         warnings: list[str] = []
         if codec.media_type(content_type) != codec.PROTOBUF:
             mode = _field_validation(request.query)
-            errors, warnings = schema.check(expect_kind, obj, mode)
+            errors, warnings = schema.check(expect_kind, obj, mode, raw=body)
             if errors:
                 raise status.bad_request(
                     schema.decode_error_message(expect_kind, api_version, "; ".join(errors))
@@ -210,18 +220,21 @@ class Resources:
     ) -> web.StreamResponse:
         obj, warnings = await self._read_object(request, kind)
         meta = obj.get("metadata") or {}
-        if kind.namespaced and isinstance(meta, dict) and meta.get("namespace") not in (
-            None,
-            "",
-            namespace,
+        if (
+            kind.namespaced
+            and isinstance(meta, dict)
+            and meta.get("namespace")
+            not in (
+                None,
+                "",
+                namespace,
+            )
         ):
             raise status.bad_request(
                 "the namespace of the provided object does not match the namespace sent on the "
                 "request"
             )
-        created = await self.registry.create(
-            kind, namespace, obj, dry_run=_dry_run(request.query)
-        )
+        created = await self.registry.create(kind, namespace, obj, dry_run=_dry_run(request.query))
         return json_response(created, 201, warnings)
 
     async def _update(self, request: web.Request, target: Target) -> web.StreamResponse:
@@ -331,14 +344,20 @@ class Resources:
                     409,
                     "Conflict",
                     f'Operation cannot be fulfilled on pods/binding "{name}": pod {name} is '
-                    f"already assigned to node \"{spec['nodeName']}\"",
+                    f'already assigned to node "{spec["nodeName"]}"',
                 )
             spec["nodeName"] = node
             return pod
 
         await self.registry.update(target.kind, target.namespace or "", name, bind)
         return json_response(
-            {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201},
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Success",
+                "code": 201,
+            },
             201,
         )
 
@@ -351,15 +370,13 @@ class Resources:
         self, request: web.Request, kind: ResourceKind, namespace: str | None
     ) -> web.StreamResponse:
         opts = await _delete_options(request)
-        listed = await self.registry.list(kind, namespace, list_options(request.query))
+        listed = await self.registry.list(kind, namespace, list_options(request.query, kind))
         deleted: list[Obj] = []
         for item in listed["items"]:
             meta = item["metadata"]
             try:
                 deleted.append(
-                    await self.registry.delete(
-                        kind, meta.get("namespace", ""), meta["name"], opts
-                    )
+                    await self.registry.delete(kind, meta.get("namespace", ""), meta["name"], opts)
                 )
             except status.APIError as exc:
                 if exc.code != 404:

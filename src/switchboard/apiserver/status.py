@@ -107,14 +107,16 @@ def unsupported_media_type(content_type: str) -> APIError:
     return APIError(
         415,
         "UnsupportedMediaType",
-        f'the body of the request was in an unknown format - accepted media types include: '
+        f"the body of the request was in an unknown format - accepted media types include: "
         f"application/json, application/yaml, application/vnd.kubernetes.protobuf "
         f'(got "{content_type}")',
     )
 
 
 def not_acceptable(accept: str) -> APIError:
-    return APIError(406, "NotAcceptable", f'only the following media types are accepted: "{accept}"')
+    return APIError(
+        406, "NotAcceptable", f'only the following media types are accepted: "{accept}"'
+    )
 
 
 def too_large(limit: int) -> APIError:

@@ -8,7 +8,7 @@ resourceVersion and the store's current revision as a list's.
 Watch semantics: `watch(prefix, after)` yields every event with revision >
 `after` for keys under `prefix`, in revision order, first replaying history
 from the log, then live events, with no gap and no duplicate between the two.
-A watch from a revision at or below the compacted one raises
+A watch from a revision below the compacted one raises
 `errors.Compacted` (the apiserver answers 410 Gone).
 """
 

@@ -36,7 +36,16 @@ thread's memory. Jobs queue from the event loop; the thread takes all that
 are waiting and runs their writes in one transaction (group commit: one fsync
 acknowledges the whole batch). WAL with synchronous=FULL makes a commit
 durable before any of its writers is answered, so an acknowledged write
-survives kill -9. The store must be the only writer of its file.
+survives kill -9. The store must be the only writer of its file. A read that
+shares a batch with writes sees them and is answered once they commit. A
+caller cancelled while its write waits in the queue does not stop the write.
+SQLite's own errors reach callers as errors.StoreError; a job that fails that
+way is taken out of its batch and the rest run again without it.
+
+Revisions: a read at revision 0 reads now; a read at or below the compacted
+revision raises errors.Compacted, above the current one errors.FutureRevision.
+A watch needs the events after `after`, which compaction to `after` keeps, so
+only `after` below the compacted revision raises errors.Compacted.
 
 Watchers are woken in-process: when a batch commits, the thread hands its
 results and events to the loop in one callback, which answers the callers
@@ -88,8 +97,6 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('compact_revision', 0);
 
 _MAX_BATCH = 256  # bounds the latency one batch adds to the jobs behind it
 _REPLAY_CHUNK = 500  # rows a watch replays per job, so a long replay does not stall writers
-
-_Row = tuple[Any, ...]
 
 
 def _bounds(column: str, prefix: str, start_after: str = "") -> tuple[str, builtins.list[str]]:
