@@ -133,3 +133,21 @@ def group_versions() -> list[tuple[str, str]]:
         if gv not in seen:
             seen.append(gv)
     return seen
+
+
+def _must(group: str, version: str, kind: str) -> ResourceKind:
+    found = by_gvk(group, version, kind)
+    assert found is not None, kind
+    return found
+
+
+NAMESPACES = _must("", "v1", "Namespace")
+PODS = _must("", "v1", "Pod")
+SERVICES = _must("", "v1", "Service")
+ENDPOINTS = _must("", "v1", "Endpoints")
+NODES = _must("", "v1", "Node")
+EVENTS = _must("", "v1", "Event")
+ENDPOINTSLICES = _must("discovery.k8s.io", "v1", "EndpointSlice")
+DEPLOYMENTS = _must("apps", "v1", "Deployment")
+REPLICASETS = _must("apps", "v1", "ReplicaSet")
+LEASES = _must("coordination.k8s.io", "v1", "Lease")

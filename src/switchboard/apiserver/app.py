@@ -85,16 +85,15 @@ def build(registry: Registry, *, bookmark_interval: float = 60.0) -> web.Applica
     async def api_root(request: web.Request) -> web.StreamResponse:
         aggregated = discovery.negotiate_aggregated(request.headers.get("Accept", ""))
         if aggregated:
-            resp = json_response(discovery.aggregated("core"))
-            resp.content_type = aggregated
-            return _with_media_type(resp, request.headers.get("Accept", ""), aggregated)
+            body = discovery.aggregated("core", discovery.aggregated_version(aggregated))
+            return _with_media_type(json_response(body), aggregated)
         return json_response(discovery.core_versions())
 
     async def apis_root(request: web.Request) -> web.StreamResponse:
         aggregated = discovery.negotiate_aggregated(request.headers.get("Accept", ""))
         if aggregated:
-            resp = json_response(discovery.aggregated("apis"))
-            return _with_media_type(resp, request.headers.get("Accept", ""), aggregated)
+            body = discovery.aggregated("apis", discovery.aggregated_version(aggregated))
+            return _with_media_type(json_response(body), aggregated)
         return json_response(discovery.group_list())
 
     async def openapi_v3(request: web.Request) -> web.StreamResponse:
@@ -109,7 +108,10 @@ def build(registry: Registry, *, bookmark_interval: float = 60.0) -> web.Applica
         return json_response(doc)
 
     async def openapi_v2(_: web.Request) -> web.StreamResponse:
-        raise status.APIError(404, "NotFound", "the server could not find the requested resource")
+        # kubectl 1.27 and 1.28 stop when this is missing; an empty document satisfies them.
+        resp = web.Response(body=openapi.v2_document_protobuf())
+        resp.headers["Content-Type"] = openapi.V2_MEDIA_TYPE
+        return resp
 
     async def dispatch(request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -150,7 +152,7 @@ def build(registry: Registry, *, bookmark_interval: float = 60.0) -> web.Applica
     return app
 
 
-def _with_media_type(resp: web.Response, accept: str, media_type: str) -> web.Response:
+def _with_media_type(resp: web.Response, media_type: str) -> web.Response:
     # aiohttp's content_type setter drops parameters; set the header whole.
     resp.headers["Content-Type"] = media_type
     return resp
