@@ -17,6 +17,8 @@ def _apiserver(args: argparse.Namespace) -> int:
         bind_address=args.bind_address,
         port=args.port,
         bookmark_interval=args.bookmark_interval,
+        service_cidr=args.service_cluster_ip_range,
+        node_port_range=args.service_node_port_range,
     )
     if config.bind_address not in ("127.0.0.1", "localhost", "::1"):
         print(
@@ -42,6 +44,16 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="seconds between BOOKMARK events on watches that allow them",
+    )
+    api.add_argument(
+        "--service-cluster-ip-range",
+        default="10.96.0.0/16",
+        help="CIDR from which Service cluster IPs are allocated",
+    )
+    api.add_argument(
+        "--service-node-port-range",
+        default="30000-32767",
+        help="port range reserved for NodePort Services",
     )
     api.set_defaults(func=_apiserver)
     return p

@@ -160,7 +160,9 @@ def obj(**meta: Any) -> dict[str, Any]:
 
 def meta_errors(o: dict[str, Any], kind: str = "Service", namespaced: bool = True) -> list[str]:
     rule = validation.NAME_RULES.get(kind, validation.dns1123_subdomain)
-    return [str(e) for e in validation.validate_object_meta(o, namespaced=namespaced, name_rule=rule)]
+    return [
+        str(e) for e in validation.validate_object_meta(o, namespaced=namespaced, name_rule=rule)
+    ]
 
 
 def test_valid_metadata_has_no_errors() -> None:
@@ -170,9 +172,7 @@ def test_valid_metadata_has_no_errors() -> None:
 def test_name_rule_depends_on_kind() -> None:
     assert validation.NAME_RULES["Service"] is validation.dns1035_label
     assert validation.NAME_RULES["Namespace"] is validation.dns1123_label
-    assert meta_errors(obj(name="1web")) == [
-        f'metadata.name: Invalid value: "1web": {DNS1035_MSG}'
-    ]
+    assert meta_errors(obj(name="1web")) == [f'metadata.name: Invalid value: "1web": {DNS1035_MSG}']
     assert meta_errors(obj(name="1web"), kind="Pod") == []
     assert meta_errors(obj(name="a.b"), kind="Deployment") == []
 

@@ -38,6 +38,8 @@ from switchboard.api.servicerules import (
     CLUSTER_IP_NONE,
     cluster_ips_of,
     int_of,
+    needs_health_check,
+    needs_node_ports,
     ports_of,
     spec_of,
     str_of,
@@ -62,10 +64,16 @@ class RepairEvent:
 def collect_node_ports(svc: Obj) -> list[int]:
     """The node ports a Service holds: the same nodePort under two protocols counts once,
     under one protocol twice (a conflict); healthCheckNodePort last, unless a non-TCP
-    port already holds it."""
+    port already holds it.
+
+    Unlike Kubernetes, only NodePort and LoadBalancer Services hold nodePorts and only a
+    Local LoadBalancer a health check port: a stray nodePort on an ExternalName Service
+    (validation allows it) was never allocated, and counting it would let deleting that
+    Service free a port another Service holds.
+    """
     protocols: dict[int, set[str]] = {}
     ports: list[int] = []
-    for port in ports_of(svc):
+    for port in ports_of(svc) if needs_node_ports(svc) else ():
         node_port, protocol = int_of(port.get("nodePort")), str_of(port.get("protocol"))
         if not node_port:
             continue
@@ -73,7 +81,7 @@ def collect_node_ports(svc: Obj) -> list[int]:
         if not seen or protocol in seen:
             ports.append(node_port)
         seen.add(protocol)
-    health = int_of(spec_of(svc).get("healthCheckNodePort"))
+    health = int_of(spec_of(svc).get("healthCheckNodePort")) if needs_health_check(svc) else 0
     if health and (health not in protocols or "TCP" in protocols[health]):
         ports.append(health)
     return ports
@@ -158,13 +166,20 @@ def rebuild(
                         f"Port {port} is not allocated; repairing",
                     )
 
+    unused: set[tuple[str, str]] = set()
     for family, stored in cluster_ips.items():
         for ip in stored:
-            if not fresh_ips[family].has(ip) and _keep_leaked(leaks, ("ip", ip)):
-                fresh_ips[family].allocate(ip)
+            if not fresh_ips[family].has(ip):
+                unused.add(("ip", ip))
+                if _keep_leaked(leaks, ("ip", ip)):
+                    fresh_ips[family].allocate(ip)
         stored.load(fresh_ips[family])
     for port in node_ports:
-        if not fresh_ports.has(port) and _keep_leaked(leaks, ("port", str(port))):
-            fresh_ports.allocate(port)
+        if not fresh_ports.has(port):
+            unused.add(("port", str(port)))
+            if _keep_leaked(leaks, ("port", str(port))):
+                fresh_ports.allocate(port)
     node_ports.load(fresh_ports)
+    for key in set(leaks) - unused:  # given back meanwhile: start counting afresh next time
+        del leaks[key]
     return events

@@ -120,7 +120,9 @@ class ServiceAllocations:
     """Kubernetes' allocation for Service writes, over in-memory allocators.
 
     `ServiceAllocations(IPAllocator("10.96.0.0/16"), PortAllocator("30000-32767"))`;
-    dual-stack passes `[IPAllocator(primary), IPAllocator(secondary)]`.
+    dual-stack passes `[IPAllocator(primary), IPAllocator(secondary)]`. Not thread-safe:
+    call it from the apiserver's event loop. Writes may interleave between allocating
+    and committing: every value a write holds stays taken until it commits or rolls back.
     """
 
     def __init__(
@@ -176,7 +178,8 @@ class ServiceAllocations:
         if ips and ips[0] == CLUSTER_IP_NONE:
             return []
         fams = strings_of(spec.get("ipFamilies")) or []
-        ips += [""] * (len(fams) - len(ips))
+        ips += [""] * (len(fams) - len(ips))  # "" marks a family still to allocate
+        shown = v.go_strings(ips)  # Kubernetes reports the list with its markers
         for i, family in enumerate(fams):
             allocator = self._ips[family]
             if ips[i]:
@@ -184,7 +187,6 @@ class ServiceAllocations:
                     allocator.allocate(ips[i])
                 except errors.AllocatorError as exc:
                     detail = f"failed to allocate IP {ips[i]}: {exc}"
-                    shown = v.go_strings(strings_of(spec.get("clusterIPs")))
                     return [fe.invalid_go("spec.clusterIPs", shown, detail)]
             else:
                 try:
@@ -336,7 +338,9 @@ class ServiceAllocations:
         return []
 
     def _update_service_node_ports(self, new: Obj, old: Obj, txn: Transaction) -> list[FieldError]:
-        old_ports = node_ports_of(old)
+        # Only NodePort and LoadBalancer Services hold node ports; a nodePort left on an
+        # ExternalName Service (validation allows it) was never allocated.
+        old_ports = node_ports_of(old) if needs_node_ports(old) else []
         taken: set[int] = set()
         seen: set[tuple[str, int]] = set()
         for i, port in enumerate(ports_of(new)):
@@ -373,8 +377,9 @@ class ServiceAllocations:
                 allocator = self._ips.get(family_of(ip))
                 if ip and ip != CLUSTER_IP_NONE and allocator is not None:
                     allocator.release(ip)
-        for port in node_ports_of(svc):
-            self._ports.release(port)
+        if needs_node_ports(svc):  # see _update_service_node_ports
+            for port in node_ports_of(svc):
+                self._ports.release(port)
         health = int_of(spec_of(svc).get("healthCheckNodePort"))
         if needs_health_check(svc) and health > 0:
             self._ports.release(health)

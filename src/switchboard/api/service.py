@@ -38,6 +38,9 @@ from switchboard.api.kinds import Obj
 from switchboard.api.servicerules import (
     CLUSTER_IP_NONE,
     DEFAULT_AFFINITY_TIMEOUT,
+    SOURCE_RANGES_ANNOTATION,
+    TOPOLOGY_HINTS_ANNOTATION,
+    TOPOLOGY_MODE_ANNOTATION,
     cluster_ips_of,
     externally_accessible,
     ingress_of,
@@ -59,6 +62,10 @@ from switchboard.api.servicerules import (
 )
 
 __all__ = [
+    "CLUSTER_IP_NONE",
+    "SOURCE_RANGES_ANNOTATION",
+    "TOPOLOGY_HINTS_ANNOTATION",
+    "TOPOLOGY_MODE_ANNOTATION",
     "default",
     "prepare_create",
     "prepare_status_update",

@@ -18,7 +18,9 @@ for every kind, with the DNS-1035 label rule for Service names. Supported
 values are listed in the sorted order Go's `sets.List` prints them. Bad
 values that Go prints with `%#v` (lists, the duplicate-port key) are rendered
 the Go way. One deliberate difference: `healthCheckNodePort` may still be 0
-here, because this project validates before the allocator fills it in.
+here, so that validation may run before the allocator fills it in (in
+Kubernetes allocation always runs first, so its "Required value" for this
+field is never seen).
 """
 
 from __future__ import annotations

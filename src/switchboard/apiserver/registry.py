@@ -19,7 +19,7 @@ import copy
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from switchboard.api import fielderrors as fe
 from switchboard.api import selectors
@@ -30,7 +30,6 @@ from switchboard.store import errors as store_errors
 from switchboard.store.protocol import KeyValue, Store
 
 Mutation = Callable[[Obj], Awaitable[Obj] | Obj]
-Hook = Callable[[ResourceKind, Obj, Obj | None], Awaitable[list[fe.FieldError]]]
 
 _MAX_RETRIES = 16
 # Yielded by `watch` once the synthetic ADDED events of the current state are out.
@@ -55,25 +54,43 @@ class DeleteOptions:
     dry_run: bool = False
 
 
-class WriteHooks:
-    """Kind-specific side effects around writes (Service allocation, namespace checks).
+class Transaction(Protocol):
+    """What a hook took for one write: kept on commit, given back on rollback."""
 
-    `before_create`/`before_update` may add field errors (which abort the
-    write) and record allocations; `after_commit`/`after_abort` finish or undo
-    them once the store write succeeded or failed.
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None: ...
+
+
+class _NoTransaction:
+    def commit(self) -> None:
+        return None
+
+    def rollback(self) -> None:
+        return None
+
+
+NO_TRANSACTION: Transaction = _NoTransaction()
+
+
+class WriteHooks:
+    """Kind-specific side effects around writes (Service allocation).
+
+    `before_create`/`before_update` run after validation and may reject the
+    write with field errors (or raise an APIError); what they take is held in
+    the returned transaction, committed once the store write succeeded and
+    rolled back on any failure, so concurrent writes never share state.
     """
 
-    async def before_create(self, kind: ResourceKind, obj: Obj) -> list[fe.FieldError]:
-        return []
+    async def before_create(
+        self, kind: ResourceKind, obj: Obj, *, dry_run: bool
+    ) -> tuple[Transaction, list[fe.FieldError]]:
+        return NO_TRANSACTION, []
 
-    async def before_update(self, kind: ResourceKind, new: Obj, old: Obj) -> list[fe.FieldError]:
-        return []
-
-    def after_commit(self, kind: ResourceKind) -> None:
-        return None
-
-    def after_abort(self, kind: ResourceKind) -> None:
-        return None
+    async def before_update(
+        self, kind: ResourceKind, new: Obj, old: Obj, *, dry_run: bool
+    ) -> tuple[Transaction, list[fe.FieldError]]:
+        return NO_TRANSACTION, []
 
     async def after_delete(self, kind: ResourceKind, obj: Obj) -> None:
         return None
@@ -159,6 +176,8 @@ class Registry:
         # events.k8s.io/v1 and v1 Events share storage; each answers in its own apiVersion.
         obj["apiVersion"] = kind.api_version
         obj["kind"] = kind.kind
+        if kind.kind == "Event":
+            _event_field_names(obj, events_v1=kind.group == "events.k8s.io")
         return obj
 
     # ---- create --------------------------------------------------------------------------
@@ -185,28 +204,28 @@ class Registry:
         obj["kind"] = kind.kind
         strategy.prepare_create(obj)
         strategy.default(obj)
+        strategy.finish_create(obj)
         name = str(meta.get("name") or "")
         errs = strategy.validate(obj)
         if errs:
             raise status.invalid(kind, name, errs)
         if kind.namespaced:
             await self._check_namespace(namespace)
-        errs = await self.hooks.before_create(kind, obj)
+        txn, errs = await self.hooks.before_create(kind, obj, dry_run=dry_run)
         if errs:
-            self.hooks.after_abort(kind)
             raise status.invalid(kind, name, errs)
         if dry_run:
-            self.hooks.after_abort(kind)
+            txn.rollback()
             return obj
         try:
             kv = await self.store.create(kind.key(namespace, name), codec.encode(obj))
         except store_errors.KeyExists as exc:
-            self.hooks.after_abort(kind)
+            txn.rollback()
             raise status.already_exists(kind, name) from exc
         except BaseException:
-            self.hooks.after_abort(kind)
+            txn.rollback()
             raise
-        self.hooks.after_commit(kind)
+        txn.commit()
         return self._out(kind, kv)
 
     async def _check_namespace(self, namespace: str) -> None:
@@ -291,39 +310,43 @@ class Registry:
             else:
                 strategy.prepare_update(new, old)
                 strategy.default(new)
+                strategy.finish_update(new, old)
                 errs = strategy.validate_update(new, old)
             if errs:
                 raise status.invalid(kind, name, errs)
+            txn: Transaction = NO_TRANSACTION
             if subresource != "status":
-                errs = await self.hooks.before_update(kind, new, old)
+                txn, errs = await self.hooks.before_update(kind, new, old, dry_run=dry_run)
                 if errs:
-                    self.hooks.after_abort(kind)
                     raise status.invalid(kind, name, errs)
             new_meta.pop("resourceVersion", None)
             if dry_run:
-                self.hooks.after_abort(kind)
+                txn.rollback()
                 return new
             if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
                 # The last finalizer went away: the object is gone now.
-                self.hooks.after_abort(kind)
-                return await self._remove(kind, key, kv)
+                txn.rollback()
+                try:
+                    return await self._remove(kind, key, kv)
+                except store_errors.Conflict:
+                    continue
             if _same_without_rv(new, old):
-                self.hooks.after_abort(kind)
+                txn.rollback()
                 return old  # a no-op write keeps its resourceVersion, as in Kubernetes
             try:
                 kv2 = await self.store.update(key, codec.encode(new), kv.mod_revision)
             except store_errors.Conflict:
                 # Someone wrote in between: re-read and re-apply; a stale client-sent
                 # resourceVersion is caught by the precondition check on the next pass.
-                self.hooks.after_abort(kind)
+                txn.rollback()
                 continue
             except store_errors.KeyNotFound as exc:
-                self.hooks.after_abort(kind)
+                txn.rollback()
                 raise status.not_found(kind, name) from exc
             except BaseException:
-                self.hooks.after_abort(kind)
+                txn.rollback()
                 raise
-            self.hooks.after_commit(kind)
+            txn.commit()
             return self._out(kind, kv2)
         raise status.conflict(kind, name)
 
@@ -465,6 +488,28 @@ class Registry:
             raise _too_old(after, exc) from exc
         finally:
             await watch.close()
+
+
+# Event fields the two versions name differently: (events.k8s.io/v1, v1), as Kubernetes
+# converts them. An Event is stored as written and renamed on the way out, so a client
+# of either version reads the names its models know.
+_EVENT_RENAMES = (
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+)
+
+
+def _event_field_names(obj: Obj, *, events_v1: bool) -> None:
+    for new_name, old_name in _EVENT_RENAMES:
+        src, dst = (old_name, new_name) if events_v1 else (new_name, old_name)
+        if src in obj:
+            value = obj.pop(src)
+            obj.setdefault(dst, value)
 
 
 def _too_old(rv: int, exc: store_errors.Compacted) -> status.APIError:

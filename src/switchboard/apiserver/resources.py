@@ -208,7 +208,10 @@ class Resources:
         warnings: list[str] = []
         if codec.media_type(content_type) != codec.PROTOBUF:
             mode = _field_validation(request.query)
-            errors, warnings = schema.check(expect_kind, obj, mode, raw=body)
+            # The URL's version, not the body's: an events.k8s.io Event may omit apiVersion.
+            errors, warnings = schema.check(
+                expect_kind, obj, mode, api_version=api_version, raw=body
+            )
             if errors:
                 raise status.bad_request(
                     schema.decode_error_message(expect_kind, api_version, "; ".join(errors))

@@ -18,7 +18,7 @@ import yaml
 from aiohttp import web
 
 from switchboard.apiserver import app as app_module
-from switchboard.apiserver import lifecycle
+from switchboard.apiserver import lifecycle, services
 from switchboard.apiserver.registry import Registry
 from switchboard.store.sqlite import SQLiteStore
 
@@ -30,6 +30,8 @@ class Config:
     port: int = 6443
     bookmark_interval: float = 60.0
     compact_window: int = 10000
+    service_cidr: str = services.DEFAULT_SERVICE_CIDR
+    node_port_range: str = services.DEFAULT_NODE_PORT_RANGE
 
 
 def kubeconfig(server: str) -> dict[str, object]:
@@ -62,7 +64,10 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     with contextlib.suppress(FileNotFoundError):
         kubeconfig_path.unlink()
     store = await SQLiteStore.open(config.data_dir / "state.db")
-    registry = Registry(store)
+    hooks = services.ServiceHooks(config.service_cidr, config.node_port_range)
+    registry = Registry(store, hooks)
+    # The stored Services are the record of what is allocated: rebuild before serving.
+    await hooks.repair(registry)
     await lifecycle.bootstrap(registry)
     application = app_module.build(registry, bookmark_interval=config.bookmark_interval)
     runner = web.AppRunner(application, handle_signals=False, access_log=None)
@@ -73,11 +78,15 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     server = getattr(site, "_server", None)
     if port == 0 and server is not None and server.sockets:
         port = server.sockets[0].getsockname()[1]
+    await services.ensure_kubernetes_service(registry, hooks, config.bind_address, port)
     host = config.bind_address if ":" not in config.bind_address else f"[{config.bind_address}]"
     write_kubeconfig(kubeconfig_path, f"http://{host}:{port}")
     if ready is not None:
         ready.set()
-    loops = asyncio.create_task(lifecycle.run_loops(registry, compact_window=config.compact_window))
+    loops = asyncio.gather(
+        lifecycle.run_loops(registry, compact_window=config.compact_window),
+        services.repair_loop(registry, hooks),
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

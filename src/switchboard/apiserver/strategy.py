@@ -39,12 +39,18 @@ class Strategy:
         validate: Validator = _no_errors,
         validate_update: UpdateValidator | None = None,
         initial_status: Callable[[], Obj] | None = None,
+        finish_create: Callable[[Obj], None] | None = None,
+        finish_update: Callable[[Obj, Obj], None] | None = None,
+        status_update: Callable[[Obj, Obj], None] | None = None,
     ) -> None:
         self.kind = kind
         self._default = default
         self._validate = validate
         self._validate_update = validate_update
         self._initial_status = initial_status
+        self._finish_create = finish_create
+        self._finish_update = finish_update
+        self._status_update = status_update
         self.has_status = "status" in kind.subresources
         # Generation counts spec changes for kinds whose controllers report observedGeneration.
         self.tracks_generation = kind.kind not in ("Event", "Endpoints", "EndpointSlice", "Lease")
@@ -62,6 +68,15 @@ class Strategy:
     def default(self, obj: Obj) -> None:
         if self._default is not None:
             self._default(obj)
+
+    def finish_create(self, obj: Obj) -> None:
+        """Preparation that needs the defaulted object (PrepareForCreate)."""
+        if self._finish_create is not None:
+            self._finish_create(obj)
+
+    def finish_update(self, new: Obj, old: Obj) -> None:
+        if self._finish_update is not None:
+            self._finish_update(new, old)
 
     def validate(self, obj: Obj) -> list[fe.FieldError]:
         errs = validation.validate_object_meta(
@@ -107,9 +122,14 @@ class Strategy:
                 new["metadata"].pop(field, None)
             else:
                 new["metadata"][field] = value
+        if self._status_update is not None:
+            self._status_update(new, old)
 
     def validate_status_update(self, new: Obj, old: Obj) -> list[fe.FieldError]:
-        return validation.validate_object_meta_update(new, old)
+        errs = validation.validate_object_meta_update(new, old)
+        if self.kind.kind == "Service":
+            errs += service.validate_status_update(new, old)
+        return errs
 
 
 def _namespace_status() -> Obj:
@@ -162,6 +182,9 @@ def for_kind(kind: ResourceKind) -> Strategy:
                 validate=service.validate,
                 validate_update=_validate_service_update,
                 initial_status=lambda: {"loadBalancer": {}},
+                finish_create=service.prepare_create,
+                finish_update=service.prepare_update,
+                status_update=service.prepare_status_update,
             )
         case "Deployment":
             return Strategy(

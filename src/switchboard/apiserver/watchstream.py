@@ -23,6 +23,7 @@ from switchboard.apiserver import codec, status, tables
 from switchboard.apiserver.registry import INITIAL_EVENTS_END, ListOptions, Registry
 
 DEFAULT_TIMEOUT = 1800.0
+_LIVENESS_CHECK = 1.0  # seconds between checks that an idle watch's client is still there
 _DONE = object()
 
 
@@ -43,7 +44,8 @@ async def serve(
     timeout = DEFAULT_TIMEOUT
     if q.get("timeoutSeconds"):
         try:
-            timeout = float(q["timeoutSeconds"])
+            # An integer, as in Kubernetes: "nan" or "inf" would make a watch that never ends.
+            timeout = int(q["timeoutSeconds"])
         except ValueError as exc:
             raise status.bad_request(f"invalid timeoutSeconds: {q['timeoutSeconds']}") from exc
     bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
@@ -83,7 +85,10 @@ async def serve(
     if metrics is not None:
         metrics.watchers.labels(kind.plural).inc()
     pending: list[Any] = [] if first is None else [first]
-    last_rv = "0"
+    # Until an event goes out, a bookmark carries the revision the watch started from:
+    # "0" would send a client that resumes from it back to a full relist.
+    rv = opts.resource_version
+    last_rv = rv if rv.isascii() and rv.isdigit() else "0"
     headers_sent = False
     deadline = asyncio.get_running_loop().time() + timeout
     # Spread bookmarks so many watchers opened together do not all fire at once.
@@ -91,19 +96,21 @@ async def serve(
     try:
         while True:
             now = asyncio.get_running_loop().time()
-            wait = min(deadline, next_bookmark if bookmarks else deadline) - now
+            due = min(deadline, next_bookmark if bookmarks else deadline)
+            # Wake up now and then even when idle: aiohttp does not cancel a handler whose
+            # client went away, and a quiet watch would otherwise hold on until its timeout.
+            wait = min(due - now, _LIVENESS_CHECK)
             try:
-                item = (
-                    pending.pop()
-                    if pending
-                    else await asyncio.wait_for(queue.get(), timeout=max(wait, 0))
-                )
+                item = pending.pop() if pending else await asyncio.wait_for(queue.get(), timeout=max(wait, 0))
             except TimeoutError:
+                if request.transport is None or request.transport.is_closing():
+                    break
                 now = asyncio.get_running_loop().time()
                 if now >= deadline:
                     break
-                await resp.write(_bookmark(kind, last_rv))
-                next_bookmark = now + interval
+                if bookmarks and now >= next_bookmark:
+                    await resp.write(_bookmark(kind, last_rv))
+                    next_bookmark = now + interval
                 continue
             if item is _DONE:
                 break
@@ -140,6 +147,18 @@ async def serve(
     with contextlib.suppress(ConnectionResetError):
         await resp.write_eof()
     return resp
+
+
+async def _get(queue: asyncio.Queue[Any], wait: float) -> Any:
+    """The next item within `wait` seconds; TimeoutError if none came (at once if wait <= 0).
+
+    asyncio.timeout rather than wait_for: wait_for runs the get in a task of its own,
+    a task and an extra loop iteration for every event on every watch.
+    """
+    if wait <= 0:
+        raise TimeoutError
+    async with asyncio.timeout(wait):
+        return await queue.get()
 
 
 def _bookmark(kind: ResourceKind, rv: str, *, initial_events_end: bool = False) -> bytes:
