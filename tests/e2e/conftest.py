@@ -53,8 +53,12 @@ class KubectlWatch:
         self.lines: list[str] = []  # stdout lines read so far
         self._stdout: queue.Queue[str | None] = queue.Queue()
         self._stderr: list[str] = []
-        threading.Thread(target=self._pump_stdout, daemon=True).start()
-        threading.Thread(target=self._pump_stderr, daemon=True).start()
+        self._readers = [
+            threading.Thread(target=self._pump_stdout, daemon=True),
+            threading.Thread(target=self._pump_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def _pump_stdout(self) -> None:
         assert self.process.stdout is not None
@@ -99,6 +103,9 @@ class KubectlWatch:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        # The readers end at EOF once the process is gone; close the pipes only after them.
+        for reader in self._readers:
+            reader.join(timeout=5)
         for stream in (self.process.stdout, self.process.stderr):
             if stream is not None:
                 stream.close()

@@ -17,7 +17,7 @@ from tests.e2e.conftest import MINORS, Server, manifest, rows
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("minor", MINORS)]
 
-AGE = re.compile(r"^\d+[smhd]$")
+AGE = re.compile(r"^(\d+[smhdy])+$")  # 5s, 2m3s, 3h, 2y330d
 
 
 def deployment(name: str, *, web_image: str = "nginx:1.25") -> dict[str, Any]:

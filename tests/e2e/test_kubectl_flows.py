@@ -19,7 +19,7 @@ from tests.e2e.conftest import Server, cells, manifest, rows
 
 pytestmark = pytest.mark.e2e
 
-AGE = re.compile(r"^\d+[smhd]$")
+AGE = re.compile(r"^(\d+[smhdy])+$")  # 5s, 2m3s, 3h, 2y330d
 SERVICE_COLUMNS = ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
 DEPLOYMENT_COLUMNS = ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
 

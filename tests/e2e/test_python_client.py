@@ -41,9 +41,7 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    with running_apiserver(
-        tmp_path_factory.mktemp("apiserver"), "--bookmark-interval", "1"
-    ) as srv:
+    with running_apiserver(tmp_path_factory.mktemp("apiserver"), "--bookmark-interval", "1") as srv:
         yield srv
 
 
@@ -331,9 +329,7 @@ def test_deleting_a_missing_service_is_not_found(core: client.CoreV1Api, namespa
     assert body["reason"] == "NotFound"
 
 
-def test_creating_a_service_twice_is_already_exists(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_creating_a_service_twice_is_already_exists(core: client.CoreV1Api, namespace: str) -> None:
     core.create_namespaced_service(namespace, service_body("web"))
     exc, body = failure(lambda: core.create_namespaced_service(namespace, service_body("web")))
     assert exc.status == 409
@@ -405,9 +401,7 @@ def test_services_are_listed_by_field_selector(core: client.CoreV1Api, namespace
     assert [s.metadata.name for s in everywhere.items] == ["a"]
 
 
-def test_an_unknown_field_selector_is_a_bad_request(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_an_unknown_field_selector_is_a_bad_request(core: client.CoreV1Api, namespace: str) -> None:
     exc, body = failure(
         lambda: core.list_namespaced_service(namespace, field_selector="spec.nope=1")
     )
@@ -463,9 +457,7 @@ def test_a_selective_list_is_paged_over_the_matching_items_only(
     assert [s.metadata.name for s in rest.items] == ["svc-4"]
 
 
-def test_a_garbled_continue_token_is_a_bad_request(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_garbled_continue_token_is_a_bad_request(core: client.CoreV1Api, namespace: str) -> None:
     exc, body = failure(
         lambda: core.list_namespaced_service(namespace, limit=1, _continue="not-a-token")
     )
@@ -645,6 +637,26 @@ def test_a_pod_spec_is_immutable_but_its_image_is_not(
     assert [c["field"] for c in body["details"]["causes"]] == ["spec"]
 
 
+def test_binding_assigns_a_pod_to_a_node_once(core: client.CoreV1Api, namespace: str) -> None:
+    core.create_namespaced_pod(namespace, pod_body("web"))
+    binding = client.V1Binding(
+        metadata=client.V1ObjectMeta(name="web"),
+        target=client.V1ObjectReference(kind="Node", name="node-1"),
+    )
+    # The answer is a Status, as from Kubernetes, which the client cannot read as a Binding.
+    resp = core.create_namespaced_pod_binding("web", namespace, binding, _preload_content=False)
+    assert resp.status == 201
+    assert json.loads(resp.data)["status"] == "Success"
+    assert core.read_namespaced_pod("web", namespace).spec.node_name == "node-1"
+
+    binding.target.name = "node-2"
+    exc, body = failure(lambda: core.create_namespaced_pod_binding("web", namespace, binding))
+    assert exc.status == 409
+    assert body["reason"] == "Conflict"
+    assert body["message"].endswith('pod web is already assigned to node "node-1"')
+    assert core.read_namespaced_pod("web", namespace).spec.node_name == "node-1"
+
+
 def test_an_unbound_pod_is_deleted_at_once(core: client.CoreV1Api, namespace: str) -> None:
     core.create_namespaced_pod(namespace, pod_body("web"))
     core.delete_namespaced_pod("web", namespace)
@@ -690,12 +702,12 @@ def test_endpointslices_are_created_listed_by_service_and_patched(
 
     def slice_body(name: str, service: str, ip: str) -> Any:
         return client.V1EndpointSlice(
-            metadata=client.V1ObjectMeta(
-                name=name, labels={"kubernetes.io/service-name": service}
-            ),
+            metadata=client.V1ObjectMeta(name=name, labels={"kubernetes.io/service-name": service}),
             address_type="IPv4",
             endpoints=[
-                client.V1Endpoint(addresses=[ip], conditions=client.V1EndpointConditions(ready=True))
+                client.V1Endpoint(
+                    addresses=[ip], conditions=client.V1EndpointConditions(ready=True)
+                )
             ],
             ports=[client.DiscoveryV1EndpointPort(name="http", port=8080, protocol="TCP")],
         )
@@ -719,9 +731,9 @@ def test_endpointslices_are_created_listed_by_service_and_patched(
 
     read = discovery.read_namespaced_endpoint_slice("web-abc", namespace)
     read.ports[0].port = 9090
-    assert discovery.replace_namespaced_endpoint_slice("web-abc", namespace, read).ports[0].port == (
-        9090
-    )
+    assert discovery.replace_namespaced_endpoint_slice("web-abc", namespace, read).ports[
+        0
+    ].port == (9090)
     discovery.delete_namespaced_endpoint_slice("web-abc", namespace)
     assert gone(lambda: discovery.read_namespaced_endpoint_slice("web-abc", namespace))
 
@@ -826,9 +838,7 @@ def test_a_node_is_created_patched_through_status_and_deleted(core: client.CoreV
         {"status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.10"}]}},
         _content_type=MERGE_PATCH,
     )
-    assert [(a.type, a.address) for a in status.status.addresses] == [
-        ("InternalIP", "192.0.2.10")
-    ]
+    assert [(a.type, a.address) for a in status.status.addresses] == [("InternalIP", "192.0.2.10")]
 
     node = core.read_node(name)
     node.metadata.labels["role"] = "edge"
@@ -861,10 +871,12 @@ def test_a_lease_is_acquired_renewed_and_released(api: client.ApiClient, namespa
 
     # A second candidate holding the old copy loses the race.
     acquired.spec.holder_identity = "b"
-    exc, body = failure(lambda: coordination.replace_namespaced_lease("leader", namespace, acquired))
+    exc, body = failure(
+        lambda: coordination.replace_namespaced_lease("leader", namespace, acquired)
+    )
     assert exc.status == 409
     assert body["reason"] == "Conflict"
-    assert body["message"].startswith('Operation cannot be fulfilled on leases.coordination.k8s.io')
+    assert body["message"].startswith("Operation cannot be fulfilled on leases.coordination.k8s.io")
 
     patched = coordination.patch_namespaced_lease(
         "leader", namespace, {"spec": {"holderIdentity": None}}, _content_type=MERGE_PATCH
@@ -980,9 +992,7 @@ def test_a_watch_with_a_label_selector_sees_objects_enter_and_leave_it(
         with new_api_client(apiserver) as second:
             other = client.CoreV1Api(second)
             other.patch_namespaced_service("web", namespace, {"metadata": {"labels": {"on": "1"}}})
-            other.patch_namespaced_service(
-                "web", namespace, {"metadata": {"labels": {"on": "0"}}}
-            )
+            other.patch_namespaced_service("web", namespace, {"metadata": {"labels": {"on": "0"}}})
 
     writer = threading.Thread(target=relabel)
     writer.start()
@@ -1145,9 +1155,7 @@ def test_a_paged_list_continued_after_compaction_is_gone(
     compactable.compact()
 
     exc, body = failure(
-        lambda: core.list_namespaced_service(
-            "paging", limit=1, _continue=first.metadata._continue
-        )
+        lambda: core.list_namespaced_service("paging", limit=1, _continue=first.metadata._continue)
     )
     assert exc.status == 410
     assert body["reason"] == "Expired"

@@ -148,7 +148,8 @@ def build(registry: Registry, *, bookmark_interval: float = 60.0) -> web.Applica
     app.router.add_get("/openapi/v3", openapi_v3)
     app.router.add_get("/openapi/v3/{rest:.+}", openapi_v3)
     app.router.add_get("/openapi/v2", openapi_v2)
-    app.router.add_route("*", "/api{tail:.*}", dispatch)
+    # [\s\S], not ".": a name may hold an encoded newline, and it must still get a Status.
+    app.router.add_route("*", r"/api{tail:[\s\S]*}", dispatch)
     return app
 
 

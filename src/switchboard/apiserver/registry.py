@@ -147,6 +147,12 @@ class Registry:
                     "The provided continue parameter is too old to display a consistent list "
                     "result. You can start a new list without the continue parameter."
                 ) from exc
+            except store_errors.FutureRevision as exc:
+                # No list handed out this token: it names a revision not yet written.
+                raise status.bad_request(
+                    f"continue key is not valid: {exc}. The continue parameter must be "
+                    "the value returned in metadata.continue of a previous list"
+                ) from exc
             revision = result.revision
             for kv in result.items:
                 obj = self._out(kind, kv)
@@ -238,12 +244,21 @@ class Registry:
             raise status.not_found(ns_kind, namespace)
         ns = codec.decode(kv)
         if ns["metadata"].get("deletionTimestamp"):
-            raise status.forbidden(
+            err = status.forbidden(
                 f"unable to create new content in namespace {namespace} because it is being "
                 "terminated",
                 ns_kind,
                 namespace,
             )
+            assert err.details is not None
+            err.details["causes"] = [
+                {
+                    "reason": "NamespaceTerminating",
+                    "message": f"namespace {namespace} is being terminated",
+                    "field": "metadata.namespace",
+                }
+            ]
+            raise err
 
     # ---- update --------------------------------------------------------------------------
 
@@ -307,6 +322,10 @@ class Registry:
             if subresource == "status":
                 strategy.prepare_status_update(new, old)
                 errs = strategy.validate_status_update(new, old)
+            elif subresource == "binding":
+                # A binding sets spec.nodeName, which an update of the pod may not change;
+                # the change is the server's own, so only object meta is checked.
+                errs = strategy.validate_status_update(new, old)
             else:
                 strategy.prepare_update(new, old)
                 strategy.default(new)
@@ -319,10 +338,13 @@ class Registry:
                 txn, errs = await self.hooks.before_update(kind, new, old, dry_run=dry_run)
                 if errs:
                     raise status.invalid(kind, name, errs)
-            new_meta.pop("resourceVersion", None)
             if dry_run:
+                # Nothing was written, so the object is still at the revision that was read
+                # (`kubectl diff` would otherwise show resourceVersion as removed).
+                new_meta["resourceVersion"] = old["metadata"]["resourceVersion"]
                 txn.rollback()
                 return new
+            new_meta.pop("resourceVersion", None)
             if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
                 # The last finalizer went away: the object is gone now.
                 txn.rollback()
@@ -469,6 +491,8 @@ class Registry:
             watch = self.store.watch(prefix, after)
         except store_errors.Compacted as exc:
             raise _too_old(after, exc) from exc
+        # Without a selector every object matches, so the previous value need not be decoded.
+        filtering = opts.label_selector is not None or opts.field_selector is not None
         try:
             async for ev in watch:
                 if ev.type == "DELETE":
@@ -479,7 +503,9 @@ class Registry:
                     continue
                 obj = self._out(kind, ev.kv)
                 now_matches = _matches(kind, obj, opts)
-                before = ev.prev is not None and _matches(kind, self._out(kind, ev.prev), opts)
+                before = ev.prev is not None and (
+                    not filtering or _matches(kind, self._out(kind, ev.prev), opts)
+                )
                 if now_matches:
                     yield ("MODIFIED" if before else "ADDED"), obj
                 elif before:

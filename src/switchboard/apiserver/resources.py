@@ -37,7 +37,9 @@ def wants_table(request: web.Request) -> bool:
 def json_response(body: Any, code: int = 200, warnings: list[str] | None = None) -> web.Response:
     resp = web.Response(body=codec.dumps(body), status=code, content_type="application/json")
     for w in warnings or []:
-        resp.headers.add("Warning", '299 - "' + w.replace('"', '\\"') + '"')
+        # A quoted-string, with quotes, backslashes and control characters escaped: a field
+        # name in a warning is the client's text, and a raw newline cannot go in a header.
+        resp.headers.add("Warning", "299 - " + codec.dumps(w).decode())
     return resp
 
 
@@ -56,6 +58,8 @@ def list_options(query: Mapping[str, str], kind: ResourceKind) -> ListOptions:
         limit = int(query.get("limit", "0") or 0)
     except ValueError as exc:
         raise status.bad_request(f"invalid limit: {query.get('limit')}") from exc
+    if limit >= 2**63:  # an int64, as in Kubernetes; the store cannot take more either
+        raise status.bad_request(f"invalid limit: {query.get('limit')}")
     return ListOptions(
         label_selector=label,
         field_selector=field,
@@ -63,6 +67,19 @@ def list_options(query: Mapping[str, str], kind: ResourceKind) -> ListOptions:
         continue_token=query.get("continue", ""),
         resource_version=query.get("resourceVersion", ""),
     )
+
+
+def without_nulls(value: Any) -> Any:
+    """`value` without null object fields: Go's decoder leaves a field read as null unset.
+
+    Defaulting and validation can then take a field to be absent or of its type, as
+    `"spec": null` is in Kubernetes. Null list items stay, for validation to reject.
+    """
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
 
 
 def include_object(query: Mapping[str, str]) -> str:
@@ -216,7 +233,7 @@ class Resources:
                 raise status.bad_request(
                     schema.decode_error_message(expect_kind, api_version, "; ".join(errors))
                 )
-        return obj, warnings
+        return without_nulls(obj), warnings
 
     async def _create(
         self, request: web.Request, kind: ResourceKind, namespace: str
@@ -289,7 +306,7 @@ class Resources:
                     schema.decode_error_message(kind_name, kind.api_version, "; ".join(errors))
                 )
             warnings[:] = warns
-            return patched
+            return without_nulls(patched)
 
         if target.subresource == "scale":
             return await self._write_scale(
@@ -335,8 +352,9 @@ class Resources:
         body = codec.parse_body(
             await _body(request), request.headers.get("Content-Type", "application/json")
         )
-        node = ((body or {}).get("target") or {}).get("name") if isinstance(body, dict) else None
-        if not node:
+        target_ref = body.get("target") if isinstance(body, dict) else None
+        node = target_ref.get("name") if isinstance(target_ref, dict) else None
+        if not node or not isinstance(node, str):
             raise status.bad_request("a Binding needs target.name, the node to bind to")
         name = target.name or ((body.get("metadata") or {}).get("name", ""))
 
@@ -352,7 +370,9 @@ class Resources:
             spec["nodeName"] = node
             return pod
 
-        await self.registry.update(target.kind, target.namespace or "", name, bind)
+        await self.registry.update(
+            target.kind, target.namespace or "", name, bind, subresource="binding"
+        )
         return json_response(
             {
                 "kind": "Status",
@@ -430,6 +450,8 @@ async def _delete_options(request: web.Request) -> DeleteOptions:
             '"Background", "Foreground", "Orphan"'
         )
     pre = data.get("preconditions") or {}
+    if not isinstance(pre, dict):
+        raise status.bad_request("DeleteOptions.preconditions must be a JSON object")
     dry = q.get("dryRun") == "All" or data.get("dryRun") == ["All"]
     return DeleteOptions(
         grace_period_seconds=grace_value,

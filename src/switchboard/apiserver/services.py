@@ -45,7 +45,11 @@ REPAIR_INTERVAL = 180.0
 def _raise_internal(errs: list[fe.FieldError]) -> None:
     for err in errs:
         if alloc.is_internal(err):
-            raise status.internal(alloc.internal_detail(err))
+            # As Kubernetes' NewInternalError: the bare error is also the one cause.
+            detail = alloc.internal_detail(err)
+            error = status.internal(detail)
+            error.details = {"causes": [{"message": detail}]}
+            raise error
 
 
 class ServiceHooks(WriteHooks):

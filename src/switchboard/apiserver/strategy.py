@@ -53,7 +53,7 @@ class Strategy:
         self._status_update = status_update
         self.has_status = "status" in kind.subresources
         # Generation counts spec changes for kinds whose controllers report observedGeneration.
-        self.tracks_generation = kind.kind not in ("Event", "Endpoints", "EndpointSlice", "Lease")
+        self.tracks_generation = kind.kind not in ("Event", "Endpoints", "Lease")
         self.name_rule = validation.NAME_RULES.get(kind.kind, validation.dns1123_subdomain)
 
     def prepare_create(self, obj: Obj) -> None:

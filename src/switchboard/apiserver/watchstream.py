@@ -101,7 +101,7 @@ async def serve(
             # client went away, and a quiet watch would otherwise hold on until its timeout.
             wait = min(due - now, _LIVENESS_CHECK)
             try:
-                item = pending.pop() if pending else await asyncio.wait_for(queue.get(), timeout=max(wait, 0))
+                item = pending.pop() if pending else await _get(queue, wait)
             except TimeoutError:
                 if request.transport is None or request.transport.is_closing():
                     break

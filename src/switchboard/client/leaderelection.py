@@ -107,12 +107,15 @@ class LeaderElector:
             for task in (work, renew):
                 task.cancel()
             await asyncio.gather(work, renew, return_exceptions=True)
-            if self.release_on_cancel or work.done():
-                await self._release()
+            if self.release_on_cancel:
+                # Bounded: a stopping process must not hang on an unreachable API server.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._release(), timeout=self.renew_deadline)
         if renew.done() and not renew.cancelled():
             log.warning("%s: %s lost lease %s", self.name, self.identity, self._where())
-        if work.done() and not work.cancelled() and work.exception() is not None:
-            raise work.exception()  # type: ignore[misc]
+        failure = work.exception() if work.done() and not work.cancelled() else None
+        if failure is not None:
+            raise failure
 
     # ---- campaign and renew --------------------------------------------------------------
 

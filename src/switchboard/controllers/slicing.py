@@ -696,7 +696,6 @@ def _recycle_deletions(service: Obj, groups: _Groups) -> None:
             fresh = groups.create.pop()
             if fresh["addressType"] == doomed.get("addressType"):
                 meta = fresh["metadata"]
-                meta.pop("generateName", None)
                 meta["name"] = _name(doomed)
                 rv = _meta(doomed).get("resourceVersion")
                 if rv:

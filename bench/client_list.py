@@ -1,0 +1,336 @@
+"""Listing 10,000 Services through Switchboard's API client and through the official one.
+
+Why: the client library should be a well-kept Kubernetes client if that is
+fast enough at 10,000 Services / 100,000 endpoints. An informer's first act
+is a full list, and every controller restart repeats it, so that list is the
+figure that decides.
+
+Both clients list every Service in a namespace made for the benchmark on a
+real `switchboard apiserver` process, paged with limit=500 and `continue` as
+informers page:
+
+- switchboard: `rest.Client.list_all` (aiohttp, orjson, objects stay dicts);
+- kubernetes: the official package's `CoreV1Api.list_namespaced_service`,
+  which deserialises every page into V1Service model objects.
+
+Then the same for one EndpointSlice of 10 endpoints per Service — 100,000
+endpoints, the other half of the scale the client must handle — through
+`DiscoveryV1Api.list_namespaced_endpoint_slice`.
+
+Each client runs in a child process of its own, so its peak memory (VmHWM)
+is its own; the figure printed is the peak minus the process's size just
+before the first list, i.e. what listing costs. Time is the best of three
+passes. The objects are created first, 32 requests in flight.
+
+Run with `bench/run client_list` (or `bench/run client_list -- --services 2000`
+for a quick look). It exits non-zero only if it could not measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+NAMESPACE = "bench"  # its own, so the count is exactly what was created
+PAGE = 500
+PASSES = 3
+CONCURRENCY = 32
+START_SECONDS = 30.0
+STOP_SECONDS = 5.0
+CHILD_SECONDS = 120.0
+CLIENTS = ("switchboard", "kubernetes")
+ENDPOINTS_PER_SLICE = 10
+
+
+class BenchError(Exception):
+    """The benchmark could not measure."""
+
+
+def _memory_kib() -> tuple[int, int]:
+    """(VmRSS, VmHWM) of this process, in KiB."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+# ---- the two clients, each run in a child process -------------------------------------------
+
+
+def _list_with_switchboard(kubeconfig: Path, plural: str) -> tuple[list[float], int, int]:
+    from switchboard.api import kinds
+    from switchboard.client import rest
+
+    kind = kinds.SERVICES if plural == "services" else kinds.ENDPOINTSLICES
+
+    async def passes() -> tuple[list[float], int, int]:
+        async with rest.Client.from_kubeconfig(kubeconfig) as client:
+            await client.get(kinds.NAMESPACES, None, NAMESPACE)  # connect before timing
+            before, _ = _memory_kib()
+            times, count = [], 0
+            for _ in range(PASSES):
+                start = time.perf_counter()
+                items, _ = await client.list_all(kind, NAMESPACE, page_size=PAGE)
+                times.append(time.perf_counter() - start)
+                count = len(items)
+                del items
+            return times, count, before
+
+    return asyncio.run(passes())
+
+
+def _list_with_kubernetes(kubeconfig: Path, plural: str) -> tuple[list[float], int, int]:
+    from kubernetes import client, config
+
+    api_client = config.new_client_from_config(config_file=str(kubeconfig))
+    core = client.CoreV1Api(api_client)
+    lister = (
+        core.list_namespaced_service
+        if plural == "services"
+        else client.DiscoveryV1Api(api_client).list_namespaced_endpoint_slice
+    )
+    core.read_namespace(NAMESPACE)  # connect before timing
+    before, _ = _memory_kib()
+    times, count = [], 0
+    for _ in range(PASSES):
+        start = time.perf_counter()
+        items: list[object] = []
+        token = None
+        while True:
+            page = lister(NAMESPACE, limit=PAGE, _continue=token)
+            items.extend(page.items)
+            token = page.metadata._continue
+            if not token:
+                break
+        times.append(time.perf_counter() - start)
+        count = len(items)
+        del items, page
+    api_client.close()
+    return times, count, before
+
+
+def _fetch_only(kubeconfig: Path, plural: str) -> tuple[list[float], int, int]:
+    """The same pages over plain aiohttp, not parsed: what the server and HTTP cost alone."""
+    import re
+
+    import aiohttp
+
+    server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    group = "/api/v1" if plural == "services" else "/apis/discovery.k8s.io/v1"
+    url = f"{server}{group}/namespaces/{NAMESPACE}/{plural}"
+    token_re = re.compile(rb'"continue":"([^"]*)"')
+
+    async def passes() -> tuple[list[float], int, int]:
+        async with aiohttp.ClientSession() as session:
+            before, _ = _memory_kib()
+            times, count = [], 0
+            for _ in range(PASSES):
+                start = time.perf_counter()
+                token, count = "", 0
+                while True:
+                    params = {"limit": str(PAGE), **({"continue": token} if token else {})}
+                    async with session.get(url, params=params) as resp:
+                        body = await resp.read()
+                    count += body.count(b'"uid":')
+                    found = token_re.search(body, 0, 2048)  # list metadata comes first
+                    token = found.group(1).decode() if found else ""
+                    if not token:
+                        break
+                times.append(time.perf_counter() - start)
+            return times, count, before
+
+    return asyncio.run(passes())
+
+
+def child(which: str, plural: str, kubeconfig: Path) -> None:
+    lister = {
+        "switchboard": _list_with_switchboard,
+        "kubernetes": _list_with_kubernetes,
+        "http": _fetch_only,
+    }[which]
+    times, count, before = lister(kubeconfig, plural)
+    _, peak = _memory_kib()
+    print(json.dumps({"times": times, "count": count, "before_kib": before, "peak_kib": peak}))
+
+
+def measure(which: str, plural: str, kubeconfig: Path) -> dict[str, object]:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.client_list", "--child", which, plural, str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_SECONDS,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BenchError(f"the {which} client failed listing {plural}:\n{result.stderr[-2000:]}")
+    figures: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+# ---- the server and the Services -------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def running_server(data_dir: Path) -> Iterator[Path]:
+    """Start `switchboard apiserver` on a free loopback port; stop it by its pid on the way out."""
+    kubeconfig = data_dir / "kubeconfig"
+    with (data_dir / "apiserver.log").open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "switchboard.cli", "apiserver", "--data-dir", str(data_dir),
+             "--bind-address", "127.0.0.1", "--port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + START_SECONDS
+        while not kubeconfig.exists():
+            if process.poll() is not None:
+                raise BenchError(f"the apiserver exited {process.returncode}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"the apiserver wrote no kubeconfig in {START_SECONDS:.0f} s")
+            time.sleep(0.02)
+        yaml.safe_load(kubeconfig.read_text())  # fully written (it is replaced atomically)
+        yield kubeconfig
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def service(i: int) -> dict[str, object]:
+    return {
+        "metadata": {"name": f"svc-{i:05d}", "labels": {"app": f"app-{i % 100}"}},
+        "spec": {
+            "selector": {"app": f"app-{i}"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+        },
+    }
+
+
+def endpoint_slice(i: int) -> dict[str, object]:
+    # Addresses are only data here: nothing is ever sent to them.
+    return {
+        "metadata": {
+            "name": f"svc-{i:05d}-a1b2c",
+            "labels": {
+                "kubernetes.io/service-name": f"svc-{i:05d}",
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": [
+            {
+                "addresses": [f"10.{(i >> 8) & 255}.{i & 255}.{e + 1}"],
+                "conditions": {"ready": True, "serving": True, "terminating": False},
+                "nodeName": f"node-{e % 3}",
+                "targetRef": {"kind": "Pod", "namespace": NAMESPACE, "name": f"p-{i}-{e}"},
+            }
+            for e in range(ENDPOINTS_PER_SLICE)
+        ],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }
+
+
+async def create_objects(kubeconfig: Path, count: int) -> float:
+    from switchboard.api import kinds
+    from switchboard.client import rest
+
+    work = iter(
+        [(kinds.SERVICES, service(i)) for i in range(count)]
+        + [(kinds.ENDPOINTSLICES, endpoint_slice(i)) for i in range(count)]
+    )
+    async with rest.Client.from_kubeconfig(kubeconfig) as client:
+        await client.create(kinds.NAMESPACES, None, {"metadata": {"name": NAMESPACE}})
+
+        async def worker() -> None:
+            for kind, obj in work:
+                await client.create(kind, NAMESPACE, obj)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        return time.perf_counter() - start
+
+
+def run(work: Path, count: int) -> None:
+    with running_server(work) as kubeconfig:
+        created = asyncio.run(create_objects(kubeconfig, count))
+        print(
+            f"  for information: created {count} services and {count} endpointslices"
+            f" in {created:.1f} s",
+            flush=True,
+        )
+        for plural, what in (
+            ("services", f"{count} services"),
+            ("endpointslices", f"{count} endpointslices ({count * ENDPOINTS_PER_SLICE} endpoints)"),
+        ):
+            figures = {w: measure(w, plural, kubeconfig) for w in (*CLIENTS, "http")}
+            report(what, count, figures)
+
+
+def report(what: str, count: int, figures: dict[str, dict[str, object]]) -> None:
+    for which, fig in figures.items():
+        if fig["count"] != count and which != "http":
+            raise BenchError(f"the {which} client listed {fig['count']} objects, not {count}")
+    ours, peer = (min(figures[w]["times"]) for w in CLIENTS)  # type: ignore[type-var]
+    print(
+        f"list {what}: switchboard client {ours:.2f} s"
+        f" | kubernetes client {peer:.2f} s | ratio {ours / peer:.2f}x (switchboard / kubernetes)",
+        flush=True,
+    )
+    fetch: float = min(figures["http"]["times"])  # type: ignore[type-var]
+    print(
+        f"  for information: fetching the same pages without parsing them takes {fetch:.2f} s,"
+        f" so the client's own share is switchboard {max(ours - fetch, 0):.2f} s"
+        f" | kubernetes {max(peer - fetch, 0):.2f} s",
+        flush=True,
+    )
+    mem = {w: (f["peak_kib"] - f["before_kib"]) / 1024 for w, f in figures.items()}  # type: ignore[operator]
+    print(
+        f"  memory to list {what} (peak minus before):"
+        f" switchboard client {mem['switchboard']:.0f} MiB"
+        f" | kubernetes client {mem['kubernetes']:.0f} MiB"
+        f" | ratio {mem['switchboard'] / mem['kubernetes']:.2f}x (switchboard / kubernetes)",
+        flush=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="bench/run client_list", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--services", type=int, default=10_000, help="how many (default 10000)")
+    parser.add_argument(
+        "--child", nargs=3, metavar=("CLIENT", "PLURAL", "KUBECONFIG"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child[0], args.child[1], Path(args.child[2]))
+        return 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as work:
+        try:
+            run(Path(work), args.services)
+        except (BenchError, subprocess.TimeoutExpired, OSError) as exc:
+            print(f"client_list: could not measure: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
