@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sqlite3
 import statistics
@@ -449,6 +450,8 @@ def _ms(seconds: float) -> str:
 
 
 async def run(work: Path, count: int) -> None:
+    load = os.getloadavg()[0]
+    print(f"machine: {os.cpu_count()} CPUs, load average {load:.1f} as the run began")
     server_dir = work / "apiserver"
     server_dir.mkdir()
     with running_server(server_dir) as server:

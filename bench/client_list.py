@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -94,7 +95,7 @@ def _list_with_switchboard(kubeconfig: Path, plural: str) -> tuple[list[float], 
 def _list_with_kubernetes(kubeconfig: Path, plural: str) -> tuple[list[float], int, int]:
     from kubernetes import client, config
 
-    api_client = config.new_client_from_config(config_file=str(kubeconfig))
+    api_client = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     core = client.CoreV1Api(api_client)
     lister = (
         core.list_namespaced_service
@@ -111,7 +112,7 @@ def _list_with_kubernetes(kubeconfig: Path, plural: str) -> tuple[list[float], i
         while True:
             page = lister(NAMESPACE, limit=PAGE, _continue=token)
             items.extend(page.items)
-            token = page.metadata._continue
+            token = page.metadata._continue if page.metadata else None
             if not token:
                 break
         times.append(time.perf_counter() - start)
@@ -165,7 +166,23 @@ def child(which: str, plural: str, kubeconfig: Path) -> None:
     print(json.dumps({"times": times, "count": count, "before_kib": before, "peak_kib": peak}))
 
 
-def measure(which: str, plural: str, kubeconfig: Path) -> dict[str, object]:
+@dataclass(frozen=True)
+class Figures:
+    times: list[float]
+    count: int
+    before_kib: int
+    peak_kib: int
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+    @property
+    def listing_mib(self) -> float:
+        return (self.peak_kib - self.before_kib) / 1024
+
+
+def measure(which: str, plural: str, kubeconfig: Path) -> Figures:
     result = subprocess.run(
         [sys.executable, "-m", "bench.client_list", "--child", which, plural, str(kubeconfig)],
         capture_output=True,
@@ -175,8 +192,7 @@ def measure(which: str, plural: str, kubeconfig: Path) -> dict[str, object]:
     )
     if result.returncode != 0:
         raise BenchError(f"the {which} client failed listing {plural}:\n{result.stderr[-2000:]}")
-    figures: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
-    return figures
+    return Figures(**json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 # ---- the server and the Services -------------------------------------------------------------
@@ -283,29 +299,29 @@ def run(work: Path, count: int) -> None:
             report(what, count, figures)
 
 
-def report(what: str, count: int, figures: dict[str, dict[str, object]]) -> None:
-    for which, fig in figures.items():
-        if fig["count"] != count and which != "http":
-            raise BenchError(f"the {which} client listed {fig['count']} objects, not {count}")
-    ours, peer = (min(figures[w]["times"]) for w in CLIENTS)  # type: ignore[type-var]
+def report(what: str, count: int, figures: dict[str, Figures]) -> None:
+    for which in CLIENTS:
+        if figures[which].count != count:
+            raise BenchError(
+                f"the {which} client listed {figures[which].count} objects, not {count}"
+            )
+    ours, peer, fetch = (figures[w].best for w in (*CLIENTS, "http"))
     print(
         f"list {what}: switchboard client {ours:.2f} s"
         f" | kubernetes client {peer:.2f} s | ratio {ours / peer:.2f}x (switchboard / kubernetes)",
         flush=True,
     )
-    fetch: float = min(figures["http"]["times"])  # type: ignore[type-var]
     print(
         f"  for information: fetching the same pages without parsing them takes {fetch:.2f} s,"
         f" so the client's own share is switchboard {max(ours - fetch, 0):.2f} s"
         f" | kubernetes {max(peer - fetch, 0):.2f} s",
         flush=True,
     )
-    mem = {w: (f["peak_kib"] - f["before_kib"]) / 1024 for w, f in figures.items()}  # type: ignore[operator]
+    ours_mib, peer_mib = (figures[w].listing_mib for w in CLIENTS)
     print(
         f"  memory to list {what} (peak minus before):"
-        f" switchboard client {mem['switchboard']:.0f} MiB"
-        f" | kubernetes client {mem['kubernetes']:.0f} MiB"
-        f" | ratio {mem['switchboard'] / mem['kubernetes']:.2f}x (switchboard / kubernetes)",
+        f" switchboard client {ours_mib:.0f} MiB | kubernetes client {peer_mib:.0f} MiB"
+        f" | ratio {ours_mib / peer_mib:.2f}x (switchboard / kubernetes)",
         flush=True,
     )
 

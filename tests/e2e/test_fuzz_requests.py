@@ -29,7 +29,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.apiserver_process import ApiServer, Reply, running_apiserver
@@ -379,14 +379,76 @@ def _continue_token(payload: Any) -> str:
 # ---- bodies ---------------------------------------------------------------------------------
 
 
+def _deep(levels: int) -> bytes:
+    return b'{"metadata": ' * levels + b"{}" + b"}" * levels
+
+
+# Three anchors, each a list of four of the one before: 4**12 values from 300 bytes.
+_ALIAS_BOMB = b"a0: &a0 [x, x, x, x]\n" + b"".join(
+    b"a%d: &a%d [*a%d, *a%d, *a%d, *a%d]\n" % (i, i, i - 1, i - 1, i - 1, i - 1)
+    for i in range(1, 13)
+)
+
+
+def _is_nameless_namespace(kind: Kind, body: bytes) -> bool:
+    """A Namespace body naming neither name nor generateName: a known 500, see the xfail below."""
+    if kind.plural != "namespaces":
+        return False
+    try:
+        obj = yaml.safe_load(body)
+    except Exception:  # anything YAML cannot read is not this case
+        return False
+    if not isinstance(obj, dict):
+        return False
+    meta = obj.get("metadata")
+    return meta is None or (
+        isinstance(meta, dict) and not meta.get("name") and not meta.get("generateName")
+    )
+
+
 @FUZZ
 @given(kind=kinds, body=bodies, content_type=content_types)
 @example(kind=KINDS["services"], body=b"- a", content_type="application/yaml")
 @example(kind=KINDS["services"], body=b"1e400", content_type="application/json")
+# A field name with a newline went back in a Warning header, which aiohttp refuses: 500.
+@example(
+    kind=KINDS["services"],
+    body=b'{"metadata": {"name": "warned"}, "spec": {"ports": [{"port": 80}]}, "x\\ny": 1}',
+    content_type="application/json",
+)
+# Nested beyond what the recursive steps after decoding can walk: RecursionError, 500.
+@example(kind=KINDS["services"], body=_deep(900), content_type="application/json")
+@example(kind=KINDS["services"], body=b"[" * 5000, content_type="application/yaml")
+# YAML aliases: one inside its own anchor (a cycle), and aliases of aliases (a bomb).
+@example(kind=KINDS["services"], body=b"x: &a [*a, *a]", content_type="application/yaml")
+@example(kind=KINDS["services"], body=_ALIAS_BOMB, content_type="application/yaml")
+# Null where an object belongs: the defaulting code read it as an object, 500.
+@example(
+    kind=KINDS["deployments"], body=b'{"metadata": {"name": "n"}, "spec": null}', content_type=""
+)
+@example(
+    kind=KINDS["namespaces"],
+    body=b'{"metadata": {"name": "n", "labels": null}}',
+    content_type="application/json",
+)
 def test_any_body_posted_to_a_collection_is_answered_with_a_status_and_rejected_cleanly(
     apiserver: ApiServer, kind: Kind, body: bytes, content_type: str
 ) -> None:
+    assume(not _is_nameless_namespace(kind, body))
     send(apiserver, kind, "POST", kind.collection, body, {"Content-Type": content_type})
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Namespace defaulting reads metadata.name before validation requires it (KeyError); "
+    "when this passes, drop the assume() on _is_nameless_namespace",
+)
+def test_a_namespace_without_a_name_is_invalid_not_a_server_error(apiserver: ApiServer) -> None:
+    kind = KINDS["namespaces"]
+    reply = send(
+        apiserver, kind, "POST", kind.collection, b"{}", {"Content-Type": "application/json"}
+    )
+    assert reply.status == 422
 
 
 @FUZZ
@@ -400,6 +462,7 @@ def test_any_body_put_to_an_object_is_answered_with_a_status_and_rejected_cleanl
 
 @FUZZ
 @given(body=bodies, content_type=content_types, name=st.sampled_from([EXISTING, "missing"]))
+# A target that is no object: AttributeError, 500.
 @example(body=b'{"target": "node-1"}', content_type="application/json", name=EXISTING)
 @example(body=b'{"target": {"name": 5}}', content_type="application/json", name=EXISTING)
 def test_any_body_posted_as_a_pod_binding_is_answered_with_a_status_and_rejected_cleanly(
@@ -428,6 +491,7 @@ delete_options = st.one_of(
 
 @FUZZ
 @given(kind=namespaced_kinds, body=delete_options, name=st.sampled_from([EXISTING, "missing"]))
+# Preconditions that are no object: AttributeError, 500.
 @example(kind=KINDS["services"], body=b'{"preconditions": [1]}', name=EXISTING)
 @example(kind=KINDS["services"], body=b'{"preconditions": "x"}', name=EXISTING)
 @example(kind=KINDS["services"], body=b'{"preconditions": "x"}', name="missing")
@@ -542,6 +606,86 @@ def test_a_patch_that_puts_a_wrong_type_in_a_known_field_is_rejected(
     assert 400 <= reply.status < 500, reply.body
 
 
+# Fields where a null is worth trying beyond the typed ones: whole objects the defaulting
+# code reads into.
+NULLABLE: list[tuple[str, tuple[str | int, ...]]] = [(k, path) for k, path, _ in TYPED_FIELDS] + [
+    ("namespaces", ("spec",)),
+    ("namespaces", ("metadata", "labels")),
+    ("pods", ("spec",)),
+    ("pods", ("spec", "containers", 0)),
+    ("deployments", ("spec",)),
+    ("deployments", ("spec", "template", "spec")),
+    ("deployments", ("spec", "strategy")),
+    ("deployments", ("spec", "selector")),
+    ("replicasets", ("spec", "template")),
+    ("services", ("spec", "ports", 0)),
+    ("nodes", ("spec",)),
+    ("leases", ("spec",)),
+    ("endpointslices", ("endpoints",)),
+]
+
+
+def _with_field(obj: dict[str, Any], path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    """A copy of `obj` with the field at `path` set to `value`, or removed for `...`."""
+    obj = copy.deepcopy(obj)
+    node: Any = obj
+    for step in path[:-1]:
+        node = node.setdefault(step, {}) if isinstance(step, str) else node[step]
+    if value is ...:
+        node.pop(path[-1], None)
+    else:
+        node[path[-1]] = value
+    return obj
+
+
+# Allocated per object, so two objects from one body differ there.
+_ALLOCATED = ("clusterIP", "clusterIPs", "nodePort", "healthCheckNodePort")
+
+
+def _content(obj: Any) -> Any:
+    """What two objects created from the same body share: all but identity and allocations."""
+    if isinstance(obj, list):
+        return [_content(v) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    meta = obj.get("metadata", {})
+    labels = {k: v for k, v in (meta.get("labels") or {}).items() if "metadata.name" not in k}
+    rest = {k: _content(v) for k, v in obj.items() if k not in ("metadata", *_ALLOCATED)}
+    return {**rest, "labels": labels} if "metadata" in obj else rest
+
+
+@FUZZ
+@given(
+    field=st.sampled_from(NULLABLE),
+    how=st.sampled_from(["create", "patch"]),
+    suffix=st.from_regex(r"[a-z0-9]{6}", fullmatch=True),
+)
+def test_a_null_in_a_known_field_counts_as_absent(
+    apiserver: ApiServer, field: tuple[str, tuple[str | int, ...]], how: str, suffix: str
+) -> None:
+    plural, path = field
+    kind = KINDS[plural]
+    headers = {"Content-Type": "application/json"}
+    if how == "patch":
+        pointer = "/" + "/".join(str(p) for p in path)
+        body = json.dumps([{"op": "add", "path": pointer, "value": None}]).encode()
+        name = NS if plural == "namespaces" else EXISTING
+        headers = {"Content-Type": "application/json-patch+json"}
+        reply = send(apiserver, kind, "PATCH", kind.path(name), body, headers)
+        assert reply.status in (200, 400, 409, 422), reply.body
+        return
+    with_null = _with_field(kind.body(f"null-{suffix}"), path, None)
+    reply = send(apiserver, kind, "POST", kind.collection, json.dumps(with_null).encode(), headers)
+    assert reply.status in (201, 400, 409, 422), reply.body
+    if isinstance(path[-1], int) or path[-1] == "name":
+        return  # a null list item is no absent one, and a name is needed either way
+    without = _with_field(kind.body(f"absent-{suffix}"), path, ...)
+    twin = send(apiserver, kind, "POST", kind.collection, json.dumps(without).encode(), headers)
+    assert reply.status == twin.status, (reply.body, twin.body)
+    if reply.status == 201:
+        assert _content(reply.json()) == _content(twin.json())
+
+
 # ---- names, selectors, query parameters -------------------------------------------------------
 
 
@@ -552,6 +696,8 @@ def test_a_patch_that_puts_a_wrong_type_in_a_known_field_is_rejected(
     method=st.sampled_from(["GET", "PUT", "PATCH", "DELETE", "POST"]),
     subresource=st.sampled_from(["", "", "status", "scale", "binding", "log", "finalize", "x"]),
 )
+# "." in aiohttp's route did not match a newline: a plain-text 404 instead of a Status.
+@example(kind=KINDS["namespaces"], name="\n", method="GET", subresource="")
 def test_any_name_in_an_object_path_is_answered_with_a_status_and_rejected_cleanly(
     apiserver: ApiServer, kind: Kind, name: str, method: str, subresource: str
 ) -> None:
@@ -599,7 +745,9 @@ def test_any_selector_on_a_list_gives_a_list_or_a_bad_request(
         ["GET-list", "GET", "POST", "PUT", "PATCH", "DELETE-missing", "DELETE-collection"]
     ),
 )
+# Past int64: OverflowError from SQLite, 500.
 @example(kind=KINDS["services"], params=[("limit", "99999999999999999999999")], method="GET-list")
+# A continue token naming a revision not yet written: FutureRevision from the store, 500.
 @example(
     kind=KINDS["services"],
     params=[("limit", "1"), ("continue", _continue_token({"rv": 10**9, "start": ""}))],
@@ -651,6 +799,7 @@ def kind_body_new(kind: Kind) -> bytes:
     rv=st.one_of(st.sampled_from(["", "0", "1", "-5", "abc", "1.5"]), st.text(max_size=6)),
     bookmarks=st.sampled_from(["", "true", "false", "x"]),
 )
+# timeoutSeconds was read as a float: "nan" and "inf" made watches that never end.
 @example(kind=KINDS["services"], timeout="nan", rv="", bookmarks="")
 @example(kind=KINDS["services"], timeout="inf", rv="", bookmarks="true")
 def test_any_watch_parameters_end_the_watch_in_time_or_are_rejected(
@@ -721,6 +870,30 @@ patch_types = st.one_of(
     body=b'{"spec": "x"}',
     content_type="application/merge-patch+json",
     subresource="scale",
+)
+# Nested beyond what the patch code can recurse through: RecursionError, 500.
+@example(
+    kind=KINDS["services"],
+    body=b'{"spec": ' + _deep(900) + b"}",
+    content_type="application/merge-patch+json",
+    subresource="",
+)
+@example(
+    kind=KINDS["services"],
+    body=json.dumps(
+        [{"op": "add", "path": "/spec/x", "value": {}}]
+        + [
+            op
+            for _ in range(400)
+            for op in (
+                {"op": "move", "from": "/spec/x", "path": "/spec/y"},
+                {"op": "add", "path": "/spec/x", "value": {}},
+                {"op": "move", "from": "/spec/y", "path": "/spec/x/a"},
+            )
+        ]
+    ).encode(),
+    content_type="application/json-patch+json",
+    subresource="",
 )
 def test_any_patch_is_answered_with_a_status_and_rejected_cleanly(
     apiserver: ApiServer, kind: Kind, body: bytes, content_type: str, subresource: str

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 from kubernetes import client, config, watch
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from switchboard.apiserver import app as app_module
 from switchboard.apiserver import lifecycle
@@ -38,6 +38,10 @@ pytestmark = pytest.mark.e2e
 MERGE_PATCH = "application/merge-patch+json"
 T = TypeVar("T")
 
+# The client's config and watch modules carry no annotations.
+load_kube_config: Any = config.load_kube_config
+Watch: Any = watch.Watch
+
 
 @pytest.fixture(scope="module")
 def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
@@ -47,7 +51,7 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
 
 def new_api_client(srv: ApiServer) -> client.ApiClient:
     cfg = client.Configuration()
-    config.load_kube_config(config_file=str(srv.kubeconfig), client_configuration=cfg)
+    load_kube_config(config_file=str(srv.kubeconfig), client_configuration=cfg)
     return client.ApiClient(cfg)
 
 
@@ -58,17 +62,17 @@ def api(apiserver: ApiServer) -> Iterator[client.ApiClient]:
 
 
 @pytest.fixture
-def core(api: client.ApiClient) -> client.CoreV1Api:
+def core(api: client.ApiClient) -> Any:
     return client.CoreV1Api(api)
 
 
 @pytest.fixture
-def apps(api: client.ApiClient) -> client.AppsV1Api:
+def apps(api: client.ApiClient) -> Any:
     return client.AppsV1Api(api)
 
 
 @pytest.fixture
-def namespace(core: client.CoreV1Api) -> Iterator[str]:
+def namespace(core: Any) -> Iterator[str]:
     name = "py-" + uuid.uuid4().hex[:10]
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
@@ -83,7 +87,7 @@ def failure(call: Callable[[], Any]) -> tuple[ApiException, dict[str, Any]]:
     """Run a call that must fail; return the exception and its Status body."""
     with pytest.raises(ApiException) as info:
         call()
-    body = json.loads(info.value.body)
+    body = json.loads(info.value.body or "")
     assert body["kind"] == "Status"
     assert body["status"] == "Failure"
     assert body["code"] == info.value.status
@@ -142,7 +146,7 @@ def gone(read: Callable[[], Any]) -> bool:
 # ---- namespaces ----------------------------------------------------------------------------
 
 
-def test_a_namespace_is_created_read_listed_patched_and_deleted(core: client.CoreV1Api) -> None:
+def test_a_namespace_is_created_read_listed_patched_and_deleted(core: Any) -> None:
     name = "py-ns-" + uuid.uuid4().hex[:8]
     created = core.create_namespace({"metadata": {"name": name}})
     assert created.status.phase == "Active"
@@ -160,9 +164,7 @@ def test_a_namespace_is_created_read_listed_patched_and_deleted(core: client.Cor
     wait_until(lambda: gone(lambda: core.read_namespace(name)), what="namespace removal")
 
 
-def test_deleting_a_namespace_removes_everything_in_it(
-    core: client.CoreV1Api, apps: client.AppsV1Api
-) -> None:
+def test_deleting_a_namespace_removes_everything_in_it(core: Any, apps: Any) -> None:
     name = "py-doomed-" + uuid.uuid4().hex[:8]
     core.create_namespace({"metadata": {"name": name}})
     core.create_namespaced_service(name, service_body("web"))
@@ -181,7 +183,7 @@ def test_deleting_a_namespace_removes_everything_in_it(
     assert apps.list_namespaced_deployment(name).items == []
 
 
-def test_nothing_can_be_created_in_a_terminating_namespace(core: client.CoreV1Api) -> None:
+def test_nothing_can_be_created_in_a_terminating_namespace(core: Any) -> None:
     name = "py-closing-" + uuid.uuid4().hex[:8]
     core.create_namespace({"metadata": {"name": name, "finalizers": ["example.com/hold"]}})
     core.create_namespaced_pod(name, pod_body("keeps-it-open"))
@@ -194,7 +196,7 @@ def test_nothing_can_be_created_in_a_terminating_namespace(core: client.CoreV1Ap
 
 
 def test_creating_in_a_namespace_that_does_not_exist_is_not_found(
-    core: client.CoreV1Api,
+    core: Any,
 ) -> None:
     exc, body = failure(lambda: core.create_namespaced_service("no-such-ns", service_body("x")))
     assert exc.status == 404
@@ -205,9 +207,7 @@ def test_creating_in_a_namespace_that_does_not_exist_is_not_found(
 # ---- services: every verb --------------------------------------------------------------------
 
 
-def test_a_service_is_created_read_listed_replaced_and_deleted(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_service_is_created_read_listed_replaced_and_deleted(core: Any, namespace: str) -> None:
     created = core.create_namespaced_service(namespace, service_body("web"))
     assert created.metadata.namespace == namespace
     assert created.metadata.uid
@@ -233,9 +233,7 @@ def test_a_service_is_created_read_listed_replaced_and_deleted(
     assert exc.status == 404
 
 
-def test_a_strategic_merge_patch_merges_service_ports_by_port(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_strategic_merge_patch_merges_service_ports_by_port(core: Any, namespace: str) -> None:
     core.create_namespaced_service(namespace, service_body("web"))
     patched = core.patch_namespaced_service(
         "web", namespace, {"spec": {"ports": [{"name": "metrics", "port": 9090}]}}
@@ -246,9 +244,7 @@ def test_a_strategic_merge_patch_merges_service_ports_by_port(
     ]
 
 
-def test_a_merge_patch_replaces_the_whole_ports_list(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_merge_patch_replaces_the_whole_ports_list(core: Any, namespace: str) -> None:
     core.create_namespaced_service(namespace, service_body("web"))
     patched = core.patch_namespaced_service(
         "web",
@@ -260,9 +256,7 @@ def test_a_merge_patch_replaces_the_whole_ports_list(
     assert patched.metadata.labels == {"tier": "front"}
 
 
-def test_a_json_patch_applies_its_operations_in_order(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_json_patch_applies_its_operations_in_order(core: Any, namespace: str) -> None:
     core.create_namespaced_service(namespace, service_body("web"))
     patched = core.patch_namespaced_service(
         "web",
@@ -277,9 +271,7 @@ def test_a_json_patch_applies_its_operations_in_order(
     assert patched.spec.ports[0].port == 8443
 
 
-def test_a_json_patch_whose_test_fails_changes_nothing(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_json_patch_whose_test_fails_changes_nothing(core: Any, namespace: str) -> None:
     before = core.create_namespaced_service(namespace, service_body("web"))
     exc, body = failure(
         lambda: core.patch_namespaced_service(
@@ -298,9 +290,7 @@ def test_a_json_patch_whose_test_fails_changes_nothing(
     assert after.spec.ports[0].port == 80
 
 
-def test_replacing_with_a_stale_resource_version_is_a_conflict(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_replacing_with_a_stale_resource_version_is_a_conflict(core: Any, namespace: str) -> None:
     stale = core.create_namespaced_service(namespace, service_body("web"))
     core.patch_namespaced_service("web", namespace, {"metadata": {"labels": {"v": "2"}}})
 
@@ -315,7 +305,7 @@ def test_replacing_with_a_stale_resource_version_is_a_conflict(
     assert core.read_namespaced_service("web", namespace).spec.ports[0].port == 80
 
 
-def test_reading_a_missing_service_is_not_found(core: client.CoreV1Api, namespace: str) -> None:
+def test_reading_a_missing_service_is_not_found(core: Any, namespace: str) -> None:
     exc, body = failure(lambda: core.read_namespaced_service("nope", namespace))
     assert exc.status == 404
     assert body["reason"] == "NotFound"
@@ -323,13 +313,13 @@ def test_reading_a_missing_service_is_not_found(core: client.CoreV1Api, namespac
     assert body["details"] == {"name": "nope", "kind": "services"}
 
 
-def test_deleting_a_missing_service_is_not_found(core: client.CoreV1Api, namespace: str) -> None:
+def test_deleting_a_missing_service_is_not_found(core: Any, namespace: str) -> None:
     exc, body = failure(lambda: core.delete_namespaced_service("nope", namespace))
     assert exc.status == 404
     assert body["reason"] == "NotFound"
 
 
-def test_creating_a_service_twice_is_already_exists(core: client.CoreV1Api, namespace: str) -> None:
+def test_creating_a_service_twice_is_already_exists(core: Any, namespace: str) -> None:
     core.create_namespaced_service(namespace, service_body("web"))
     exc, body = failure(lambda: core.create_namespaced_service(namespace, service_body("web")))
     assert exc.status == 409
@@ -337,9 +327,7 @@ def test_creating_a_service_twice_is_already_exists(core: client.CoreV1Api, name
     assert body["message"] == 'services "web" already exists'
 
 
-def test_an_invalid_service_is_rejected_with_one_cause_per_field(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_an_invalid_service_is_rejected_with_one_cause_per_field(core: Any, namespace: str) -> None:
     exc, body = failure(
         lambda: core.create_namespaced_service(
             namespace,
@@ -357,7 +345,7 @@ def test_an_invalid_service_is_rejected_with_one_cause_per_field(
 
 
 def test_generate_name_gives_each_object_a_unique_name_with_the_prefix(
-    core: client.CoreV1Api, namespace: str
+    core: Any, namespace: str
 ) -> None:
     body = {"metadata": {"generateName": "web-"}, "spec": {"ports": [{"port": 80}]}}
     first = core.create_namespaced_service(namespace, body)
@@ -374,7 +362,7 @@ def test_generate_name_gives_each_object_a_unique_name_with_the_prefix(
 # ---- lists: selectors and paging ---------------------------------------------------------------
 
 
-def test_services_are_listed_by_label_selector(core: client.CoreV1Api, namespace: str) -> None:
+def test_services_are_listed_by_label_selector(core: Any, namespace: str) -> None:
     core.create_namespaced_service(namespace, service_body("a", labels={"tier": "front"}))
     core.create_namespaced_service(namespace, service_body("b", labels={"tier": "back"}))
     core.create_namespaced_service(namespace, service_body("c"))
@@ -390,7 +378,7 @@ def test_services_are_listed_by_label_selector(core: client.CoreV1Api, namespace
     assert names("!tier") == ["c"]
 
 
-def test_services_are_listed_by_field_selector(core: client.CoreV1Api, namespace: str) -> None:
+def test_services_are_listed_by_field_selector(core: Any, namespace: str) -> None:
     core.create_namespaced_service(namespace, service_body("a"))
     core.create_namespaced_service(namespace, service_body("b"))
     listed = core.list_namespaced_service(namespace, field_selector="metadata.name=b")
@@ -401,7 +389,7 @@ def test_services_are_listed_by_field_selector(core: client.CoreV1Api, namespace
     assert [s.metadata.name for s in everywhere.items] == ["a"]
 
 
-def test_an_unknown_field_selector_is_a_bad_request(core: client.CoreV1Api, namespace: str) -> None:
+def test_an_unknown_field_selector_is_a_bad_request(core: Any, namespace: str) -> None:
     exc, body = failure(
         lambda: core.list_namespaced_service(namespace, field_selector="spec.nope=1")
     )
@@ -410,9 +398,7 @@ def test_an_unknown_field_selector_is_a_bad_request(core: client.CoreV1Api, name
     assert body["message"] == "field label not supported: spec.nope"
 
 
-def test_a_long_list_is_read_in_pages_with_limit_and_continue(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_long_list_is_read_in_pages_with_limit_and_continue(core: Any, namespace: str) -> None:
     names = [f"svc-{i:02d}" for i in range(7)]
     for name in names:
         core.create_namespaced_service(namespace, service_body(name))
@@ -428,9 +414,7 @@ def test_a_long_list_is_read_in_pages_with_limit_and_continue(
     assert pages == [names[0:3], names[3:6], names[6:7]]
 
 
-def test_a_paged_list_keeps_the_snapshot_of_its_first_page(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_paged_list_keeps_the_snapshot_of_its_first_page(core: Any, namespace: str) -> None:
     for i in range(4):
         core.create_namespaced_service(namespace, service_body(f"svc-{i}"))
     first = core.list_namespaced_service(namespace, limit=2)
@@ -442,9 +426,7 @@ def test_a_paged_list_keeps_the_snapshot_of_its_first_page(
     assert rest.metadata.resource_version == first.metadata.resource_version
 
 
-def test_a_selective_list_is_paged_over_the_matching_items_only(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_selective_list_is_paged_over_the_matching_items_only(core: Any, namespace: str) -> None:
     for i in range(6):
         labels = {"keep": "yes"} if i % 2 == 0 else None
         core.create_namespaced_service(namespace, service_body(f"svc-{i}", labels=labels))
@@ -457,7 +439,7 @@ def test_a_selective_list_is_paged_over_the_matching_items_only(
     assert [s.metadata.name for s in rest.items] == ["svc-4"]
 
 
-def test_a_garbled_continue_token_is_a_bad_request(core: client.CoreV1Api, namespace: str) -> None:
+def test_a_garbled_continue_token_is_a_bad_request(core: Any, namespace: str) -> None:
     exc, body = failure(
         lambda: core.list_namespaced_service(namespace, limit=1, _continue="not-a-token")
     )
@@ -466,9 +448,7 @@ def test_a_garbled_continue_token_is_a_bad_request(core: client.CoreV1Api, names
     assert "continue" in body["message"]
 
 
-def test_deletecollection_removes_only_the_selected_services(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_deletecollection_removes_only_the_selected_services(core: Any, namespace: str) -> None:
     core.create_namespaced_service(namespace, service_body("a", labels={"batch": "old"}))
     core.create_namespaced_service(namespace, service_body("b", labels={"batch": "old"}))
     core.create_namespaced_service(namespace, service_body("c", labels={"batch": "new"}))
@@ -483,7 +463,7 @@ def test_deletecollection_removes_only_the_selected_services(
 
 
 def test_a_deployment_is_created_read_replaced_patched_and_deleted(
-    apps: client.AppsV1Api, namespace: str
+    apps: Any, namespace: str
 ) -> None:
     created = apps.create_namespaced_deployment(namespace, deployment_body("web"))
     assert created.metadata.generation == 1
@@ -518,9 +498,7 @@ def test_a_deployment_is_created_read_replaced_patched_and_deleted(
     assert gone(lambda: apps.read_namespaced_deployment("web", namespace))
 
 
-def test_the_scale_subresource_reads_and_patches_replicas(
-    apps: client.AppsV1Api, namespace: str
-) -> None:
+def test_the_scale_subresource_reads_and_patches_replicas(apps: Any, namespace: str) -> None:
     apps.create_namespaced_deployment(namespace, deployment_body("web", replicas=2))
 
     scale = apps.read_namespaced_deployment_scale("web", namespace)
@@ -542,7 +520,7 @@ def test_the_scale_subresource_reads_and_patches_replicas(
     assert apps.read_namespaced_deployment("web", namespace).spec.replicas == 1
 
 
-def test_scaling_to_a_negative_count_is_invalid(apps: client.AppsV1Api, namespace: str) -> None:
+def test_scaling_to_a_negative_count_is_invalid(apps: Any, namespace: str) -> None:
     apps.create_namespaced_deployment(namespace, deployment_body("web", replicas=2))
     exc, body = failure(
         lambda: apps.patch_namespaced_deployment_scale(
@@ -555,7 +533,7 @@ def test_scaling_to_a_negative_count_is_invalid(apps: client.AppsV1Api, namespac
 
 
 def test_a_deployment_whose_selector_misses_its_template_is_invalid(
-    apps: client.AppsV1Api, namespace: str
+    apps: Any, namespace: str
 ) -> None:
     body = deployment_body("web")
     body["spec"]["selector"] = {"matchLabels": {"app": "other"}}
@@ -565,9 +543,7 @@ def test_a_deployment_whose_selector_misses_its_template_is_invalid(
     assert "spec.template.metadata.labels" in {c["field"] for c in status["details"]["causes"]}
 
 
-def test_a_replicaset_is_created_read_listed_patched_and_deleted(
-    apps: client.AppsV1Api, namespace: str
-) -> None:
+def test_a_replicaset_is_created_read_listed_patched_and_deleted(apps: Any, namespace: str) -> None:
     body = deployment_body("web-rs", replicas=2)
     del body["spec"]["replicas"]
     created = apps.create_namespaced_replica_set(namespace, body)
@@ -593,7 +569,7 @@ def test_a_replicaset_is_created_read_listed_patched_and_deleted(
 
 
 def test_a_pod_status_is_written_only_through_the_status_subresource(
-    core: client.CoreV1Api, namespace: str
+    core: Any, namespace: str
 ) -> None:
     created = core.create_namespaced_pod(namespace, pod_body("web"))
     assert created.status.phase == "Pending"
@@ -619,9 +595,7 @@ def test_a_pod_status_is_written_only_through_the_status_subresource(
     assert [p.metadata.name for p in running.items] == ["web"]
 
 
-def test_a_pod_spec_is_immutable_but_its_image_is_not(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_pod_spec_is_immutable_but_its_image_is_not(core: Any, namespace: str) -> None:
     core.create_namespaced_pod(namespace, pod_body("web"))
     patched = core.patch_namespaced_pod(
         "web", namespace, {"spec": {"containers": [{"name": "web", "image": "nginx:1.26"}]}}
@@ -637,7 +611,7 @@ def test_a_pod_spec_is_immutable_but_its_image_is_not(
     assert [c["field"] for c in body["details"]["causes"]] == ["spec"]
 
 
-def test_binding_assigns_a_pod_to_a_node_once(core: client.CoreV1Api, namespace: str) -> None:
+def test_binding_assigns_a_pod_to_a_node_once(core: Any, namespace: str) -> None:
     core.create_namespaced_pod(namespace, pod_body("web"))
     binding = client.V1Binding(
         metadata=client.V1ObjectMeta(name="web"),
@@ -657,7 +631,7 @@ def test_binding_assigns_a_pod_to_a_node_once(core: client.CoreV1Api, namespace:
     assert core.read_namespaced_pod("web", namespace).spec.node_name == "node-1"
 
 
-def test_an_unbound_pod_is_deleted_at_once(core: client.CoreV1Api, namespace: str) -> None:
+def test_an_unbound_pod_is_deleted_at_once(core: Any, namespace: str) -> None:
     core.create_namespaced_pod(namespace, pod_body("web"))
     core.delete_namespaced_pod("web", namespace)
     assert gone(lambda: core.read_namespaced_pod("web", namespace))
@@ -666,9 +640,7 @@ def test_an_unbound_pod_is_deleted_at_once(core: client.CoreV1Api, namespace: st
 # ---- endpoints and endpointslices -------------------------------------------------------------
 
 
-def test_endpoints_are_created_replaced_patched_and_deleted(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_endpoints_are_created_replaced_patched_and_deleted(core: Any, namespace: str) -> None:
     body = client.V1Endpoints(
         metadata=client.V1ObjectMeta(name="web"),
         subsets=[
@@ -698,7 +670,7 @@ def test_endpoints_are_created_replaced_patched_and_deleted(
 def test_endpointslices_are_created_listed_by_service_and_patched(
     api: client.ApiClient, namespace: str
 ) -> None:
-    discovery = client.DiscoveryV1Api(api)
+    discovery: Any = client.DiscoveryV1Api(api)
 
     def slice_body(name: str, service: str, ip: str) -> Any:
         return client.V1EndpointSlice(
@@ -741,9 +713,7 @@ def test_endpointslices_are_created_listed_by_service_and_patched(
 # ---- events ---------------------------------------------------------------------------------
 
 
-def test_core_events_are_listed_by_the_object_they_are_about(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_core_events_are_listed_by_the_object_they_are_about(core: Any, namespace: str) -> None:
     for name, pod in (("e1", "web-1"), ("e2", "web-2")):
         core.create_namespaced_event(
             namespace,
@@ -772,9 +742,9 @@ def test_core_events_are_listed_by_the_object_they_are_about(
 
 
 def test_an_events_k8s_io_event_is_read_back_in_both_api_versions(
-    api: client.ApiClient, core: client.CoreV1Api, namespace: str
+    api: client.ApiClient, core: Any, namespace: str
 ) -> None:
-    events = client.EventsV1Api(api)
+    events: Any = client.EventsV1Api(api)
     # Strict: every field must be one events.k8s.io/v1 knows, though the body names no apiVersion.
     created = events.create_namespaced_event(
         namespace,
@@ -821,7 +791,7 @@ def test_an_events_k8s_io_event_is_read_back_in_both_api_versions(
 # ---- cluster-scoped kinds and leases ------------------------------------------------------------
 
 
-def test_a_node_is_created_patched_through_status_and_deleted(core: client.CoreV1Api) -> None:
+def test_a_node_is_created_patched_through_status_and_deleted(core: Any) -> None:
     name = "py-node-" + uuid.uuid4().hex[:8]
     created = core.create_node(
         {"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}}}
@@ -848,7 +818,7 @@ def test_a_node_is_created_patched_through_status_and_deleted(core: client.CoreV
 
 
 def test_a_lease_is_acquired_renewed_and_released(api: client.ApiClient, namespace: str) -> None:
-    coordination = client.CoordinationV1Api(api)
+    coordination: Any = client.CoordinationV1Api(api)
     acquired = coordination.create_namespaced_lease(
         namespace,
         client.V1Lease(
@@ -893,14 +863,14 @@ def test_a_lease_is_acquired_renewed_and_released(api: client.ApiClient, namespa
 
 
 def test_a_watch_from_a_resource_version_sees_changes_made_meanwhile(
-    apiserver: ApiServer, core: client.CoreV1Api, namespace: str
+    apiserver: ApiServer, core: Any, namespace: str
 ) -> None:
     start = core.list_namespaced_service(namespace).metadata.resource_version
 
     def make_changes() -> None:
         time.sleep(0.3)
         with new_api_client(apiserver) as second:
-            other = client.CoreV1Api(second)
+            other: Any = client.CoreV1Api(second)
             other.create_namespaced_service(namespace, service_body("watched"))
             other.patch_namespaced_service(
                 "watched", namespace, {"metadata": {"labels": {"step": "2"}}}
@@ -910,7 +880,7 @@ def test_a_watch_from_a_resource_version_sees_changes_made_meanwhile(
     writer = threading.Thread(target=make_changes)
     writer.start()
     seen: list[tuple[str, str, dict[str, str] | None]] = []
-    w = watch.Watch()
+    w = Watch()
     for event in w.stream(
         core.list_namespaced_service, namespace, resource_version=start, timeout_seconds=10
     ):
@@ -928,11 +898,11 @@ def test_a_watch_from_a_resource_version_sees_changes_made_meanwhile(
 
 
 def test_a_watch_without_resource_version_starts_with_the_current_state(
-    core: client.CoreV1Api, namespace: str
+    core: Any, namespace: str
 ) -> None:
     core.create_namespaced_service(namespace, service_body("a"))
     core.create_namespaced_service(namespace, service_body("b"))
-    w = watch.Watch()
+    w = Watch()
     seen = []
     for event in w.stream(
         core.list_namespaced_service,
@@ -946,10 +916,10 @@ def test_a_watch_without_resource_version_starts_with_the_current_state(
 
 
 def test_a_watch_that_allows_bookmarks_receives_one_at_its_resource_version(
-    core: client.CoreV1Api, namespace: str
+    core: Any, namespace: str
 ) -> None:
     start = core.list_namespaced_service(namespace).metadata.resource_version
-    w = watch.Watch()
+    w = Watch()
     bookmark = None
     for event in w.stream(
         core.list_namespaced_service,
@@ -968,13 +938,11 @@ def test_a_watch_that_allows_bookmarks_receives_one_at_its_resource_version(
     assert w.resource_version == bookmark["metadata"]["resourceVersion"]
 
 
-def test_a_watch_that_does_not_allow_bookmarks_receives_none(
-    core: client.CoreV1Api, namespace: str
-) -> None:
+def test_a_watch_that_does_not_allow_bookmarks_receives_none(core: Any, namespace: str) -> None:
     start = core.list_namespaced_service(namespace).metadata.resource_version
     types = [
         event["type"]
-        for event in watch.Watch().stream(
+        for event in Watch().stream(
             core.list_namespaced_service, namespace, resource_version=start, timeout_seconds=3
         )
     ]
@@ -982,7 +950,7 @@ def test_a_watch_that_does_not_allow_bookmarks_receives_none(
 
 
 def test_a_watch_with_a_label_selector_sees_objects_enter_and_leave_it(
-    apiserver: ApiServer, core: client.CoreV1Api, namespace: str
+    apiserver: ApiServer, core: Any, namespace: str
 ) -> None:
     core.create_namespaced_service(namespace, service_body("web"))
     start = core.list_namespaced_service(namespace).metadata.resource_version
@@ -990,13 +958,13 @@ def test_a_watch_with_a_label_selector_sees_objects_enter_and_leave_it(
     def relabel() -> None:
         time.sleep(0.3)
         with new_api_client(apiserver) as second:
-            other = client.CoreV1Api(second)
+            other: Any = client.CoreV1Api(second)
             other.patch_namespaced_service("web", namespace, {"metadata": {"labels": {"on": "1"}}})
             other.patch_namespaced_service("web", namespace, {"metadata": {"labels": {"on": "0"}}})
 
     writer = threading.Thread(target=relabel)
     writer.start()
-    w = watch.Watch()
+    w = Watch()
     seen = []
     for event in w.stream(
         core.list_namespaced_service,
@@ -1013,11 +981,11 @@ def test_a_watch_with_a_label_selector_sees_objects_enter_and_leave_it(
 
 
 def test_a_watch_from_a_resource_version_that_is_not_a_number_is_a_bad_request(
-    core: client.CoreV1Api, namespace: str
+    core: Any, namespace: str
 ) -> None:
     with pytest.raises(ApiException) as info:
         list(
-            watch.Watch().stream(
+            Watch().stream(
                 core.list_namespaced_service,
                 namespace,
                 resource_version="yesterday",
@@ -1097,15 +1065,15 @@ def compactable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compactabl
 
 
 @pytest.fixture
-def compactable_core(compactable: CompactableServer) -> Iterator[client.CoreV1Api]:
+def compactable_core(compactable: CompactableServer) -> Iterator[Any]:
     cfg = client.Configuration()
-    config.load_kube_config(config_file=str(compactable.kubeconfig), client_configuration=cfg)
+    load_kube_config(config_file=str(compactable.kubeconfig), client_configuration=cfg)
     with client.ApiClient(cfg) as api_client:
         yield client.CoreV1Api(api_client)
 
 
 def test_a_watch_from_a_compacted_resource_version_is_gone(
-    compactable: CompactableServer, compactable_core: client.CoreV1Api
+    compactable: CompactableServer, compactable_core: Any
 ) -> None:
     core = compactable_core
     core.create_namespace({"metadata": {"name": "history"}})
@@ -1115,7 +1083,7 @@ def test_a_watch_from_a_compacted_resource_version_is_gone(
 
     with pytest.raises(ApiException) as info:
         list(
-            watch.Watch().stream(
+            Watch().stream(
                 core.list_namespaced_service,
                 "history",
                 resource_version=old.resource_version,
@@ -1123,7 +1091,7 @@ def test_a_watch_from_a_compacted_resource_version_is_gone(
             )
         )
     assert info.value.status == 410
-    body = json.loads(info.value.body)
+    body = json.loads(info.value.body or "")
     assert body["kind"] == "Status"
     assert body["reason"] == "Expired"
     assert body["message"] == (
@@ -1131,7 +1099,7 @@ def test_a_watch_from_a_compacted_resource_version_is_gone(
     )
 
     # From the compacted revision itself nothing is missing, so the watch starts.
-    w = watch.Watch()
+    w = Watch()
     core.patch_namespaced_service("web", "history", {"metadata": {"labels": {"v": "3"}}})
     for event in w.stream(
         core.list_namespaced_service,
@@ -1144,7 +1112,7 @@ def test_a_watch_from_a_compacted_resource_version_is_gone(
 
 
 def test_a_paged_list_continued_after_compaction_is_gone(
-    compactable: CompactableServer, compactable_core: client.CoreV1Api
+    compactable: CompactableServer, compactable_core: Any
 ) -> None:
     core = compactable_core
     core.create_namespace({"metadata": {"name": "paging"}})

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -43,6 +43,7 @@ from hypothesis.stateful import (
     RuleBasedStateMachine,
     consumes,
     invariant,
+    multiple,
     precondition,
     rule,
     run_state_machine_as_test,
@@ -191,13 +192,14 @@ class Held:
 
 class ServiceAllocationMachine(RuleBasedStateMachine):
     names = Bundle("names")
+    cluster: ClassVar[Cluster]  # set by the test that runs the machine
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.cluster = cluster
-        self.namespace = cluster.new_namespace()
+        self.namespace = self.cluster.new_namespace()
         self.model: dict[str, Held] = {}
         self.serial = 0
+        self.restarted = False
 
     # What the model says is taken.
 
@@ -240,6 +242,19 @@ class ServiceAllocationMachine(RuleBasedStateMachine):
         ask_node_port=st.none() | st.sampled_from(NODE_PORTS),
     )
     def create(self, kind: str, ports: int, ask_ip: str | None, ask_node_port: int | None) -> str:
+        return self._create(kind, ports, ask_ip, ask_node_port)
+
+    # Many at once, so that runs reach full ranges and the refusals and rollbacks there.
+    @rule(
+        target=names,
+        kind=st.sampled_from(TYPES),
+        ports=st.integers(1, 2),
+        count=st.integers(5, 30),
+    )
+    def create_many(self, kind: str, ports: int, count: int) -> Any:
+        return multiple(*(self._create(kind, ports, None, None) for _ in range(count)))
+
+    def _create(self, kind: str, ports: int, ask_ip: str | None, ask_node_port: int | None) -> str:
         self.serial += 1
         name = f"s{self.serial}"
         if kind == "ExternalName":
@@ -317,10 +332,12 @@ class ServiceAllocationMachine(RuleBasedStateMachine):
         else:
             assert reply.status == 404, reply.body
 
-    @precondition(lambda self: self.serial > 0)
+    # A restart costs a second or so: one per run, somewhere in its middle.
+    @precondition(lambda self: self.serial > 0 and not self.restarted)
     @rule()
     def crash_and_restart(self) -> None:
         self.cluster.crash_and_restart()
+        self.restarted = True
 
     @invariant()
     def listed_services_match_the_model_and_share_nothing(self) -> None:
@@ -340,8 +357,9 @@ class ServiceAllocationMachine(RuleBasedStateMachine):
 def test_random_service_writes_and_crashes_never_leak_or_double_allocate(
     cluster: Cluster,
 ) -> None:
+    ServiceAllocationMachine.cluster = cluster
     run_state_machine_as_test(
-        lambda: ServiceAllocationMachine(cluster),
+        ServiceAllocationMachine,
         settings=settings(
             max_examples=12,
             stateful_step_count=30,
@@ -493,11 +511,19 @@ def test_a_double_allocation_found_at_start_is_reported_as_events_and_leaks_are_
 
         events = first.request("GET", f"/api/v1/namespaces/{namespace}/events").json()["items"]
         found = sorted(
-            (e["involvedObject"]["name"], e["type"], e["reason"], e["message"]) for e in events
+            (
+                e["involvedObject"]["name"],
+                e["source"]["component"],
+                e["type"],
+                e["reason"],
+                e["message"],
+            )
+            for e in events
         )
         assert found == [
             (
                 "b",
+                "ipallocator-repair-controller",
                 "Warning",
                 "ClusterIPAlreadyAllocated",
                 "Cluster IP [IPv4]:10.98.0.10 was assigned to multiple services; "
@@ -505,27 +531,30 @@ def test_a_double_allocation_found_at_start_is_reported_as_events_and_leaks_are_
             ),
             (
                 "b",
+                "portallocator-repair-controller",
                 "Warning",
                 "PortAlreadyAllocated",
                 "Port 30010 was assigned to multiple services; please recreate service",
             ),
             (
                 "c",
+                "ipallocator-repair-controller",
                 "Warning",
                 "ClusterIPOutOfRange",
                 "Cluster IP [IPv4]:10.99.0.5 is not within the service CIDR 10.98.0.0/26; "
                 "please recreate service",
             ),
         ]
-        # What b and c held before the change is held by nobody now, and is free again;
-        # what a holds stays held.
-        for i, (ip, node_port) in enumerate(
-            [("10.98.0.11", 30011), ("10.98.0.12", None), ("10.98.0.13", 30012)]
-        ):
-            kind = "NodePort" if node_port else "ClusterIP"
-            reply = first.request("POST", path, service(f"d{i}", kind, 1, ip, node_port))
+        # What b and c held before the change is held by nobody now and is free again;
+        # what a holds, and c's node port, stay held.
+        for i, (ip, freed_port) in enumerate([("10.98.0.11", 30011), ("10.98.0.12", None)]):
+            kind = "NodePort" if freed_port else "ClusterIP"
+            reply = first.request("POST", path, service(f"d{i}", kind, 1, ip, freed_port))
             assert reply.status == 201, reply.body
-        reply = first.request("POST", path, service("e", "ClusterIP", 1, "10.98.0.10", None))
-        assert reply.status == 422, reply.body
+        for ip, taken_port in (("10.98.0.10", None), ("10.98.0.13", 30010), ("10.98.0.13", 30012)):
+            kind = "NodePort" if taken_port else "ClusterIP"
+            reply = first.request("POST", path, service("e", kind, 1, ip, taken_port))
+            assert reply.status == 422, reply.body
+            assert reply.json()["message"].endswith("is already allocated"), reply.body
     finally:
         first.close()

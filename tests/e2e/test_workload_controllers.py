@@ -82,18 +82,37 @@ class Agent:
                             kinds.PODS,
                             meta["namespace"],
                             meta["name"],
-                            {"status": running_status()},
+                            {"status": running_status(pod)},
                             subresource="status",
                         )
             await asyncio.sleep(0.2)
 
 
-def running_status(ready: bool = True) -> Obj:
+def running_status(pod: Obj, ready: bool = True) -> Obj:
+    """What a node agent reports for a started pod: Running, its containers up."""
+    started = now()
     return {
         "phase": "Running",
         "podIP": "10.0.0.1",
+        "startTime": started,
         "conditions": [
-            {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": now()}
+            {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "lastTransitionTime": started,
+            }
+        ],
+        "containerStatuses": [
+            {
+                "name": c["name"],
+                "image": c["image"],
+                "imageID": "",
+                "ready": ready,
+                "restartCount": 0,
+                "started": True,
+                "state": {"running": {"startedAt": started}},
+            }
+            for c in pod["spec"]["containers"]
         ],
     }
 
@@ -118,6 +137,7 @@ class Cluster:
     agent: Agent
     pod_cache: informer.Informer
     rs_cache: informer.Informer
+    recorder: events.EventRecorder
 
     async def kubectl(self, *args: str, check: bool = True, stdin: str | None = None) -> str:
         result = await asyncio.to_thread(
@@ -142,10 +162,12 @@ class Cluster:
             return None
 
     async def event_reasons(self, name: str, namespace: str | None = None) -> list[str]:
+        await self.recorder.flush()
         listed = await self.client.list(kinds.EVENTS, namespace or self.namespace)
         return [e["reason"] for e in listed["items"] if e["involvedObject"].get("name") == name]
 
     async def events_about(self, name: str) -> list[Obj]:
+        await self.recorder.flush()
         listed = await self.client.list(kinds.EVENTS, self.namespace)
         return [e for e in listed["items"] if e["involvedObject"].get("name") == name]
 
@@ -238,7 +260,7 @@ async def cluster(server: Server) -> AsyncIterator[Cluster]:
             agent = Agent(client, pods, nodes)
             agent_task = asyncio.create_task(agent.run())
             try:
-                yield Cluster(server, client, namespace, nodes, agent, pods, replicasets)
+                yield Cluster(server, client, namespace, nodes, agent, pods, replicasets, recorder)
             finally:
                 agent_task.cancel()
                 await asyncio.gather(agent_task, return_exceptions=True)
@@ -544,7 +566,11 @@ async def test_replicaset_status_counts_ready_and_available_pods(cluster: Cluste
     pods = await cluster.pods()
     name = pods[0]["metadata"]["name"]
     await cluster.client.patch(
-        kinds.PODS, cluster.namespace, name, {"status": running_status()}, subresource="status"
+        kinds.PODS,
+        cluster.namespace,
+        name,
+        {"status": running_status(pods[0])},
+        subresource="status",
     )
     await eventually(
         lambda: _status_is(cluster, "rs", replicas=2, readyReplicas=1, availableReplicas=1)
@@ -584,7 +610,7 @@ async def test_a_replicaset_controller_restarted_mid_scale_never_makes_extra_pod
     watcher.on_add(lambda obj: seen.add(obj["metadata"]["name"]))
     watching = asyncio.create_task(watcher.run())
     try:
-        await client.create(kinds.REPLICASETS, ns, replicaset("big", 60))
+        await client.create(kinds.REPLICASETS, ns, replicaset("big", 200))
 
         async def run_controller(seconds: float) -> None:
             pods = informer.Informer(client, kinds.PODS, ns)
@@ -598,8 +624,8 @@ async def test_a_replicaset_controller_restarted_mid_scale_never_makes_extra_pod
                 task.cancel()  # as abrupt as it gets inside one process
             await asyncio.gather(*tasks, return_exceptions=True)
 
-        for _ in range(4):
-            await run_controller(0.15)
+        for seconds in (0.05, 0.1, 0.1, 0.15, 0.2):
+            await run_controller(seconds)
             # A successor takes over only after the old one is gone (leader election);
             # requests it had in flight land meanwhile.
             await asyncio.sleep(0.3)
@@ -607,11 +633,11 @@ async def test_a_replicaset_controller_restarted_mid_scale_never_makes_extra_pod
 
         async def all_there() -> bool:
             listed = await client.list(kinds.PODS, ns)
-            return len(listed["items"]) == 60
+            return len(listed["items"]) == 200
 
         await eventually(all_there)
         await asyncio.sleep(0.3)
-        assert len(seen) == 60
+        assert len(seen) == 200
     finally:
         watching.cancel()
         await asyncio.gather(watching, return_exceptions=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from switchboard.api.kinds import Obj
 from switchboard.client import errors
 from switchboard.controllers.pods import format_time
-from switchboard.controllers.replicaset import replicaset_status
+from switchboard.controllers.replicaset import namespace_terminating, replicaset_status
 
 NOW = 1_700_000_000.0
 
@@ -62,3 +62,19 @@ def test_a_failed_create_is_reported_as_a_replica_failure_until_it_succeeds() ->
     assert cond["message"] == "exceeded quota"
     healed = replicaset_status(rs(3, status=failing), [pod(FULL)] * 3, None, NOW)
     assert "conditions" not in healed
+
+
+def test_a_create_refused_because_the_namespace_is_going_is_not_a_failure() -> None:
+    ours = errors.APIError(
+        403,
+        "Forbidden",
+        "unable to create new content in namespace ns because it is being terminated",
+        {},
+    )
+    theirs = errors.APIError(
+        403, "Forbidden", "whatever", {"details": {"causes": [{"type": "NamespaceTerminating"}]}}
+    )
+    quota = errors.APIError(403, "Forbidden", "exceeded quota", {})
+    assert namespace_terminating(ours)
+    assert namespace_terminating(theirs)
+    assert not namespace_terminating(quota)

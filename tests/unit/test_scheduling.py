@@ -178,3 +178,21 @@ def test_preferred_affinity_wins_over_spreading() -> None:
     fast = NodeInfo(node("fast", labels={"ssd": "yes"}), [pod("web-0")])
     slow = NodeInfo(node("slow"))
     assert scheduling.schedule(pod(spec={"affinity": affinity}), [slow, fast]).node == "fast"
+
+
+def test_a_new_templates_replicas_spread_even_while_old_replicas_remain() -> None:
+    def web(name: str, template: str) -> Obj:
+        return pod(name, labels={"app": "web", "pod-template-hash": template})
+
+    a = NodeInfo(node("a"), [web("new-0", "new")])
+    b = NodeInfo(node("b"), [web("new-1", "new")])
+    c = NodeInfo(node("c"), [web("old-2", "old")])
+    assert scheduling.schedule(web("new-2", "new"), [a, b, c]).node == "c"
+
+
+def test_terminating_pods_do_not_count_against_spreading() -> None:
+    leaving = pod("web-0")
+    leaving["metadata"]["deletionTimestamp"] = "2024-01-01T00:00:00Z"
+    emptied = NodeInfo(node("a"), [leaving])
+    busy = NodeInfo(node("b"), [pod("web-1")])
+    assert scheduling.schedule(pod("web-2"), [busy, emptied]).node == "a"

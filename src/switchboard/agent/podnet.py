@@ -52,6 +52,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import ipaddress
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -245,7 +246,7 @@ class PodNetwork:
         """podCIDR → next hop of every route `add_route` made in the node namespace."""
         found: dict[str, str] = {}
         with self._lock, self._node() as ipr, _netlink_errors("listing routes"):
-            for route in ipr.route("dump", family=2, proto=ROUTE_PROTOCOL):
+            for route in ipr.route("dump", family=socket.AF_INET, proto=ROUTE_PROTOCOL):
                 dst = route.get("dst") or "0.0.0.0"
                 gateway = route.get("gateway")
                 if gateway is not None:
@@ -260,12 +261,16 @@ class PodNetwork:
 
     @contextmanager
     def _node(self) -> Iterator[Any]:
+        # Checked first: IPRoute leaks its event loop when the namespace is missing.
+        missing = NamespaceMissing(
+            f"node network namespace {self.netns} does not exist; create it first"
+        )
+        if self.netns and self.netns not in netns.listnetns():
+            raise missing
         try:
             ipr = IPRoute(netns=self.netns, flags=0) if self.netns else IPRoute()
         except FileNotFoundError as exc:
-            raise NamespaceMissing(
-                f"node network namespace {self.netns} does not exist; create it first"
-            ) from exc
+            raise missing from exc
         with ipr, _netlink_errors(f"node network of bridge {self.bridge}"):
             yield ipr
 

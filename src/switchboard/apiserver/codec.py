@@ -72,14 +72,23 @@ def parse_body(body: bytes, content_type: str) -> Any:
     mt = media_type(content_type) or JSON
     if mt in (JSON, "application/merge-patch+json", "application/strategic-merge-patch+json"):
         try:
-            return orjson.loads(body)
+            return check_shape(orjson.loads(body), len(body))
         except orjson.JSONDecodeError as exc:
             raise status.bad_request(f"error decoding JSON body: {exc}") from exc
     if mt in (YAML, "application/yaml", "application/x-yaml", "text/yaml"):
         try:
-            return yaml.safe_load(body)
+            value = check_shape(yaml.safe_load(body), len(body))
+            # Through JSON, as Kubernetes reads YAML: dates become strings, and what JSON
+            # cannot hold (a lone surrogate, bytes, a set) is refused here, not at storage.
+            return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS))
         except yaml.YAMLError as exc:
             raise status.bad_request(f"error decoding YAML body: {exc}") from exc
+        except orjson.JSONEncodeError as exc:
+            raise status.bad_request(f"error decoding YAML body: {exc}") from exc
+        except RecursionError as exc:
+            raise status.bad_request(
+                f"error decoding YAML body: nested deeper than {MAX_DEPTH} levels"
+            ) from exc
     if mt == PROTOBUF:
         from switchboard.api import protobuf
 
@@ -88,6 +97,44 @@ def parse_body(body: bytes, content_type: str) -> Any:
         except ValueError as exc:
             raise status.bad_request(f"error decoding protobuf body: {exc}") from exc
     raise status.unsupported_media_type(content_type)
+
+
+MAX_DEPTH = 100  # far beyond any served kind; every later step walks objects recursively
+
+
+def check_shape(value: Any, size: int, what: str = "the request body") -> Any:
+    """Return a decoded body, or raise 400 if it nests too deep or holds more values than bytes.
+
+    Text decodes to at most one value per byte, unless YAML aliases repeat a part: a few
+    bytes of aliases of aliases expand a millionfold, and an alias inside its own anchor
+    never ends. Walked with a stack, as the recursive steps after this one cannot.
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    budget = size + 1
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise status.bad_request(
+                f"{what} expands to more values than it has bytes: "
+                "YAML aliases may not multiply the document"
+            )
+        if depth > MAX_DEPTH:
+            raise status.bad_request(f"{what} nests deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return value
+
+
+def check_json_shape(body: bytes) -> None:
+    """`check_shape` for a body that is JSON; one that is not is left to its reader to report."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    check_shape(value, len(body))
 
 
 def encode_continue(revision: int, last_key: str) -> str:

@@ -9,6 +9,7 @@ the registry. Watch streams live in `watchstream`.
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -289,6 +290,7 @@ class Resources:
         if content_type not in _PATCH_TYPES:
             raise status.unsupported_media_type(content_type)
         body = await _body(request)
+        codec.check_json_shape(body)
         mode = _field_validation(request.query)
         warnings: list[str] = []
         kind = target.kind
@@ -298,15 +300,20 @@ class Resources:
                 patched = patch.apply_patch(kind_name, current, body, content_type)
             except patch.PatchError as exc:
                 raise status.bad_request(str(exc)) from exc
+            except RecursionError as exc:
+                # JSON patch copies can nest a value inside itself, one level per operation.
+                raise status.bad_request("the patched object nests too deeply") from exc
             if not isinstance(patched, dict):
                 raise status.bad_request("the patch must produce a JSON object")
+            codec.check_shape(patched, sys.maxsize, "the patched object")
             errors, warns = schema.check(kind_name, patched, mode)
             if errors:
                 raise status.bad_request(
                     schema.decode_error_message(kind_name, kind.api_version, "; ".join(errors))
                 )
             warnings[:] = warns
-            return without_nulls(patched)
+            result: Obj = without_nulls(patched)
+            return result
 
         if target.subresource == "scale":
             return await self._write_scale(

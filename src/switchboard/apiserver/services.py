@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import time
 
 from switchboard.allocators import repair
 from switchboard.allocators import service as alloc
@@ -101,8 +102,16 @@ class ServiceHooks(WriteHooks):
 async def _record(registry: Registry, event: repair.RepairEvent) -> None:
     namespace = event.namespace or "default"
     stamp = codec.now()
+    # Kubernetes runs one repair controller per allocator, each recording as itself.
+    port = event.action == "PortAllocation"
+    component = f"{'portallocator' if port else 'ipallocator'}-repair-controller"
     obj: Obj = {
-        "metadata": {"generateName": f"{event.name or 'service'}.", "namespace": namespace},
+        # Named as client-go's recorder names events: <involved object>.<time in ns, hex>.
+        # (A generateName ending in "." is not a valid name prefix.)
+        "metadata": {
+            "name": f"{event.name or 'service'}.{time.time_ns():x}",
+            "namespace": namespace,
+        },
         "involvedObject": {
             "kind": "Service",
             "apiVersion": "v1",
@@ -114,8 +123,8 @@ async def _record(registry: Registry, event: repair.RepairEvent) -> None:
         "message": event.message,
         "type": event.type,
         "action": event.action,
-        "source": {"component": "ipallocator-repair-controller"},
-        "reportingComponent": "ipallocator-repair-controller",
+        "source": {"component": component},
+        "reportingComponent": component,
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,

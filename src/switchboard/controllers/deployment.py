@@ -23,7 +23,7 @@ syncDeployment) per Deployment key:
 5. deletes old, empty ReplicaSets beyond `revisionHistoryLimit` once the
    rollout is complete;
 6. writes status and the Available/Progressing conditions that `kubectl
-   rollout status` waits on (`rollout.rollout_status`), and re-checks a stuck
+   rollout status` waits on (`dstatus.rollout_status`), and re-checks a stuck
    rollout when its progress deadline passes.
 
 Every write is based on the cached object's resourceVersion; a stale cache
@@ -44,6 +44,7 @@ from switchboard.client import errors, informer, rest, workqueue
 from switchboard.client.events import EventRecorder, EventType
 from switchboard.client.informer import Informer
 from switchboard.controllers import claims, pods, podtemplate, rollout
+from switchboard.controllers import deploymentstatus as dstatus
 from switchboard.controllers.workers import (
     CONTROLLER_UID_INDEX,
     controller_uid_index,
@@ -252,14 +253,14 @@ class DeploymentController:
             needs_update = _set_revision(d, str(new_revision))
             if (
                 rollout.progress_deadline(d) is not None
-                and rollout.get_condition(status, "Progressing") is None
+                and dstatus.get_condition(status, "Progressing") is None
             ):
-                rollout.set_condition(
+                dstatus.set_condition(
                     status,
-                    rollout.new_condition(
+                    dstatus.new_condition(
                         "Progressing",
                         "True",
-                        rollout.REASON_FOUND_NEW_RS,
+                        dstatus.REASON_FOUND_NEW_RS,
                         f'Found new replica set "{new["metadata"]["name"]}"',
                         self.clock(),
                     ),
@@ -327,14 +328,14 @@ class DeploymentController:
         except errors.APIError as exc:
             msg = f'Failed to create new replica set "{name}": {exc.message}'
             if rollout.progress_deadline(d) is not None:
-                rollout.set_condition(
+                dstatus.set_condition(
                     status,
-                    rollout.new_condition(
-                        "Progressing", "False", rollout.REASON_RS_CREATE_ERROR, msg, self.clock()
+                    dstatus.new_condition(
+                        "Progressing", "False", dstatus.REASON_RS_CREATE_ERROR, msg, self.clock()
                     ),
                 )
                 await self._write_status(d, status)
-            self._event(d, "Warning", rollout.REASON_RS_CREATE_ERROR, msg)
+            self._event(d, "Warning", dstatus.REASON_RS_CREATE_ERROR, msg)
             raise
         if not already_existed and replicas > 0:
             self._event(
@@ -345,12 +346,12 @@ class DeploymentController:
             )
         needs_update = _set_revision(d, str(new_revision))
         if not already_existed and rollout.progress_deadline(d) is not None:
-            rollout.set_condition(
+            dstatus.set_condition(
                 status,
-                rollout.new_condition(
+                dstatus.new_condition(
                     "Progressing",
                     "True",
-                    rollout.REASON_NEW_RS_CREATED,
+                    dstatus.REASON_NEW_RS_CREATED,
                     f'Created new replica set "{name}"',
                     self.clock(),
                 ),
@@ -427,7 +428,7 @@ class DeploymentController:
                     _replace(old, await self._scale(d, rs, size_for, force_annotations=True))
             await self._sync_rollout_status(d, [*old, new], new)
             return
-        if rollout.is_complete(d, d.get("status") or {}):
+        if dstatus.is_complete(d, d.get("status") or {}):
             await self._cleanup(d, old)
         await self._sync_rollout_status(d, [*old, new], new)
 
@@ -451,7 +452,7 @@ class DeploymentController:
             new, old = await self._new_and_old(d, rs_list, create=True)
         assert new is not None
         new = await self._scale(d, new, rollout.spec_replicas(d), force_annotations=True)
-        if rollout.is_complete(d, d.get("status") or {}):
+        if dstatus.is_complete(d, d.get("status") or {}):
             await self._cleanup(d, old)
         await self._sync_rollout_status(d, [*old, new], new)
 
@@ -474,25 +475,25 @@ class DeploymentController:
         if rollout.progress_deadline(d) is None:
             return d
         status = copy.deepcopy(d.get("status") or {})
-        cond = rollout.get_condition(status, "Progressing")
-        if cond is not None and cond.get("reason") == rollout.REASON_TIMED_OUT:
+        cond = dstatus.get_condition(status, "Progressing")
+        if cond is not None and cond.get("reason") == dstatus.REASON_TIMED_OUT:
             return d
         paused = bool((d.get("spec") or {}).get("paused"))
-        paused_shown = cond is not None and cond.get("reason") == rollout.REASON_PAUSED
+        paused_shown = cond is not None and cond.get("reason") == dstatus.REASON_PAUSED
         if paused and not paused_shown:
-            reason, message = rollout.REASON_PAUSED, "Deployment is paused"
+            reason, message = dstatus.REASON_PAUSED, "Deployment is paused"
         elif not paused and paused_shown:
-            reason, message = rollout.REASON_RESUMED, "Deployment is resumed"
+            reason, message = dstatus.REASON_RESUMED, "Deployment is resumed"
         else:
             return d
-        rollout.set_condition(
-            status, rollout.new_condition("Progressing", "Unknown", reason, message, self.clock())
+        dstatus.set_condition(
+            status, dstatus.new_condition("Progressing", "Unknown", reason, message, self.clock())
         )
         await self._write_status(d, status)
         return d
 
     async def _sync_status(self, d: Obj, all_rs: Sequence[Obj | None], new: Obj | None) -> None:
-        status = rollout.calculate_status(d, all_rs, new, self.clock())
+        status = dstatus.calculate_status(d, all_rs, new, self.clock())
         if status != (d.get("status") or {}):
             await self._write_status(d, status)
 
@@ -500,9 +501,9 @@ class DeploymentController:
         self, d: Obj, all_rs: Sequence[Obj | None], new: Obj | None
     ) -> None:
         now = self.clock()
-        status = rollout.rollout_status(d, all_rs, new, now)
+        status = dstatus.rollout_status(d, all_rs, new, now)
         if status == (d.get("status") or {}):
-            delay = rollout.requeue_after(d, status, now)
+            delay = dstatus.requeue_after(d, status, now)
             if delay is not None:
                 self.queue.add_after(informer.key_of(d), delay)
             return

@@ -23,11 +23,14 @@ Every `monitor_period` the controller looks at each node in its caches
   been unavailable longer than the pod tolerates the NoExecute taint: its
   own toleration's `tolerationSeconds` if it has one, else
   `eviction_timeout` (Kubernetes' default 300 s toleration). Its ReplicaSet
-  then replaces it on a node that works. Pods that still linger
-  (terminating, with no agent left to confirm) are removed outright once
-  their grace period is over. When *every* node is unavailable nothing is
-  evicted: the fault is more likely this controller's view, and there is
-  nowhere to go anyway (Kubernetes' full-disruption mode).
+  replaces it at once on a node that works, since a terminating pod is no
+  longer active. On an *unreachable* node no agent is left to confirm that
+  the pod stopped, so once its grace period is over it is removed outright
+  (Kubernetes leaves it Terminating until the node is deleted or declared
+  out of service; here an agent that comes back finds its pod gone and
+  stops it). When *every* node is unavailable nothing is evicted: the fault
+  is more likely this controller's view, and there is nowhere to go anyway
+  (Kubernetes' full-disruption mode).
 - **Orphans.** Pods bound to a node that no longer exists are deleted after
   `orphan_grace` (pod GC's quarantine).
 
@@ -293,7 +296,7 @@ class NodeLifecycleController:
             meta = pod["metadata"]
             if pods.is_being_deleted(pod):
                 deadline = pods.parse_time(meta.get("deletionTimestamp"))
-                if deadline is not None and wall > deadline:
+                if ready == "Unknown" and deadline is not None and wall > deadline:
                     await self._delete(pod, grace=0)  # nobody is left to confirm it stopped
                 continue
             if pods.is_terminal(pod):

@@ -248,7 +248,8 @@ class ReplicaSetController:
                         # Not an API answer (e.g. the connection broke): the create may or
                         # may not have happened; the expectation expires if it did not.
                         raise result
-                    failure = failure or result
+                    if not namespace_terminating(result):
+                        failure = failure or result
                 else:
                     made += 1
             if failure is not None:
@@ -264,7 +265,8 @@ class ReplicaSetController:
         try:
             created = await self.client.create(kinds.PODS, rs["metadata"].get("namespace"), pod)
         except errors.APIError as exc:
-            self._event(rs, "Warning", "FailedCreate", f"Error creating: {exc.message}")
+            if not namespace_terminating(exc):  # the ReplicaSet is about to go as well
+                self._event(rs, "Warning", "FailedCreate", f"Error creating: {exc.message}")
             raise
         self._event(rs, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
 
@@ -336,6 +338,15 @@ class ReplicaSetController:
     def _event(self, obj: Obj, type_: EventType, reason: str, message: str) -> None:
         if self.events is not None:
             self.events.record(obj, type_, reason, message)
+
+
+def namespace_terminating(exc: errors.APIError) -> bool:
+    """Whether a create failed because its namespace is being deleted."""
+    causes = ((exc.status or {}).get("details") or {}).get("causes") or []
+    return exc.code == 403 and (
+        any(isinstance(c, dict) and c.get("type") == "NamespaceTerminating" for c in causes)
+        or "because it is being terminated" in exc.message
+    )
 
 
 def replicaset_status(

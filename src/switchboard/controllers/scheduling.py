@@ -18,10 +18,12 @@ match Pod's node affinity/selector.`):
 
 Among the nodes left, what the pod asks for comes first (fewer untolerated
 PreferNoSchedule taints, more preferred node-affinity weight); then the pod
-goes where fewest pods of its own workload already run (same namespace,
-same labels without pod-template-hash), so replicas spread across nodes;
-then to the node with fewer pods overall, and by name, so the choice is
-deterministic.
+goes where fewest pods of its own template already run (same namespace,
+same labels), then of its own workload (the same labels without
+pod-template-hash), so replicas spread across nodes and a rollout's new
+replicas spread even while old ones still run; terminating pods are not
+counted. Then to the node with fewer pods overall, and by name, so the
+choice is deterministic.
 """
 
 from __future__ import annotations
@@ -336,25 +338,36 @@ def schedule(pod: Obj, nodes: Sequence[NodeInfo]) -> Decision:
             feasible.append(info)
     if not feasible:
         return Decision(None, dict(reasons), len(nodes))
-    group = workload_labels(pod)
     namespace = (pod.get("metadata") or {}).get("namespace")
+    group = workload_labels(pod)
+    template = frozenset(((pod.get("metadata") or {}).get("labels") or {}).items())
     tolerations = [
         t for t in (pod.get("spec") or {}).get("tolerations") or [] if isinstance(t, dict)
     ]
 
-    def score(info: NodeInfo) -> tuple[int, int, int, int, str]:
-        same = sum(
-            1
-            for p in info.pods
-            if (p.get("metadata") or {}).get("namespace") == namespace
-            and workload_labels(p) == group
-        )
+    def score(info: NodeInfo) -> tuple[int, int, int, int, int, str]:
+        same_template = same_workload = 0
+        for p in info.pods:
+            meta = p.get("metadata") or {}
+            if meta.get("namespace") != namespace or meta.get("deletionTimestamp"):
+                continue  # pods on their way out do not count, as in PodTopologySpread
+            if workload_labels(p) == group:
+                same_workload += 1
+                if frozenset((meta.get("labels") or {}).items()) == template:
+                    same_template += 1
         soft = sum(
             1
             for t in effective_taints(info.node)
             if t.get("effect") == "PreferNoSchedule" and not tolerates(tolerations, t)
         )
-        return (soft, -preferred_affinity_weight(pod, info.node), same, len(info.pods), info.name)
+        return (
+            soft,
+            -preferred_affinity_weight(pod, info.node),
+            same_template,
+            same_workload,
+            len(info.pods),
+            info.name,
+        )
 
     best = min(feasible, key=score)
     return Decision(best.name, dict(reasons), len(nodes))
