@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -31,6 +32,23 @@ def _apiserver(args: argparse.Namespace) -> int:
     return 0
 
 
+def _controller_manager(args: argparse.Namespace) -> int:
+    from switchboard.controllers import manager
+
+    options = manager.Options(
+        kubeconfig=Path(args.kubeconfig),
+        cluster_cidr=args.cluster_cidr,
+        node_cidr_mask_size=args.node_cidr_mask_size,
+        max_endpoints_per_slice=args.max_endpoints_per_slice,
+        leader_elect=args.leader_elect,
+        node_monitor_grace_period=args.node_monitor_grace_period,
+        pod_eviction_timeout=args.pod_eviction_timeout,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(manager.run(options))
+    return 1 if options.leader_elect else 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -56,6 +74,23 @@ def parser() -> argparse.ArgumentParser:
         help="port range reserved for NodePort Services",
     )
     api.set_defaults(func=_apiserver)
+
+    cm = sub.add_parser(
+        "controller-manager", help="run the controllers (endpoints, workloads, scheduler, gc)"
+    )
+    cm.add_argument("--kubeconfig", required=True, help="kubeconfig of the API server to use")
+    cm.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod CIDR of the cluster")
+    cm.add_argument("--node-cidr-mask-size", type=int, default=24, help="pod CIDR size per node")
+    cm.add_argument("--max-endpoints-per-slice", type=int, default=100)
+    cm.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="act only while holding the kube-system/switchboard-controller-manager Lease",
+    )
+    cm.add_argument("--node-monitor-grace-period", type=float, default=50.0)
+    cm.add_argument("--pod-eviction-timeout", type=float, default=300.0)
+    cm.set_defaults(func=_controller_manager)
     return p
 
 

@@ -68,8 +68,8 @@ class Agent:
                             kinds.LEASES, NODE_LEASES, node, {"spec": {"renewTime": micro_now()}}
                         )
             for pod in self.pods.list():
-                node = (pod.get("spec") or {}).get("nodeName")
-                if node not in self.nodes or node in self.dead:
+                bound_to = (pod.get("spec") or {}).get("nodeName")
+                if bound_to not in self.nodes or bound_to in self.dead:
                     continue
                 meta = pod["metadata"]
                 with contextlib.suppress(errors.ClientError):
@@ -392,6 +392,7 @@ async def test_kubectl_set_image_rolls_out_a_new_replicaset_and_retires_the_old_
     assert new["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
     assert {p["metadata"]["labels"][HASH] for p in pods} == {new["metadata"]["labels"][HASH]}
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {"y"}
+    assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(cluster.nodes)
     assert biggest_total <= 4
     messages = [e["message"] for e in await cluster.events_about("web")]
     assert f"Scaled down replica set {old['metadata']['name']} from 1 to 0" in messages
@@ -743,7 +744,7 @@ async def test_a_pod_that_fits_nowhere_stays_pending_until_a_node_matches(
     async def unschedulable() -> bool:
         p = await cluster.get(kinds.PODS, "picky")
         conds = {c["type"]: c for c in ((p or {}).get("status") or {}).get("conditions") or []}
-        return conds.get("PodScheduled", {}).get("reason") == "Unschedulable"
+        return bool(conds.get("PodScheduled", {}).get("reason") == "Unschedulable")
 
     await eventually(unschedulable)
     failed = [e for e in await cluster.events_about("picky") if e["reason"] == "FailedScheduling"]
@@ -759,7 +760,7 @@ async def test_a_pod_that_fits_nowhere_stays_pending_until_a_node_matches(
 
     async def bound() -> bool:
         p = await cluster.get(kinds.PODS, "picky")
-        return (p or {}).get("spec", {}).get("nodeName") == cluster.nodes[1]
+        return bool((p or {}).get("spec", {}).get("nodeName") == cluster.nodes[1])
 
     await eventually(bound, within=15)
 
@@ -891,7 +892,7 @@ async def test_a_paused_deployment_rolls_out_only_once_resumed(cluster: Cluster)
     async def paused_noted() -> bool:
         d = await cluster.get(kinds.DEPLOYMENTS, "web")
         conds = {c["type"]: c for c in ((d or {}).get("status") or {}).get("conditions") or []}
-        return conds.get("Progressing", {}).get("reason") == "DeploymentPaused"
+        return bool(conds.get("Progressing", {}).get("reason") == "DeploymentPaused")
 
     await eventually(paused_noted)
     await asyncio.sleep(1)

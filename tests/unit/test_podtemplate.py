@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from switchboard.api.kinds import Obj
 from switchboard.controllers import podtemplate as pt
 
-TEMPLATE = {
+TEMPLATE: Obj = {
     "metadata": {"labels": {"app": "web"}, "annotations": {"note": "x"}},
     "spec": {"containers": [{"name": "c", "image": "nginx"}]},
 }
-RS = {
+RS: Obj = {
     "apiVersion": "apps/v1",
     "kind": "ReplicaSet",
     "metadata": {"name": "web-abc", "namespace": "default", "uid": "u-rs"},
@@ -92,7 +93,7 @@ def test_a_new_replicaset_gets_the_next_revision_and_replica_annotations() -> No
 
 
 def test_rolling_back_to_an_old_replicaset_records_its_old_revision() -> None:
-    d = {"metadata": {}}
+    d: Obj = {"metadata": {}}
     current = {pt.REVISION_ANNOTATION: "1"}
     once = pt.new_rs_annotations(d, current, 3, exists=True, desired=3, maximum=4)
     assert once[pt.REVISION_ANNOTATION] == "3"
@@ -114,7 +115,7 @@ def test_last_applied_configuration_is_not_copied_to_replicasets() -> None:
 
 
 def test_revisions_read_from_annotations() -> None:
-    rss = [
+    rss: list[Obj] = [
         {"metadata": {"annotations": {pt.REVISION_ANNOTATION: "2"}}},
         {"metadata": {"annotations": {pt.REVISION_ANNOTATION: "x"}}},
         {"metadata": {}},
