@@ -90,9 +90,12 @@ class Cluster:
         self.srv.process.kill()
         self.srv.process.wait()
 
+    def restart(self) -> None:
+        self.srv = self._start()
+
     def crash_and_restart(self) -> None:
         self.crash()
-        self.srv = self._start()
+        self.restart()
 
     def close(self) -> None:
         self._stack.close()
@@ -444,7 +447,7 @@ def test_a_crash_during_concurrent_creates_keeps_every_acknowledged_address_and_
             cluster.crash()
             for future in as_completed(futures):
                 future.result()
-        cluster.crash_and_restart()  # the process is gone already; this only starts it
+        cluster.restart()
 
         stored = {s["metadata"]["name"]: held_by(s)[0] for s in cluster.services(namespace)}
         assert {name: stored.get(name) for name in acknowledged} == acknowledged

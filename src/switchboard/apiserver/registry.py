@@ -345,7 +345,12 @@ class Registry:
                 txn.rollback()
                 return new
             new_meta.pop("resourceVersion", None)
-            if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
+            if (
+                new_meta.get("deletionTimestamp")
+                and not new_meta.get("finalizers")
+                # A pod in its grace period is removed by its node agent, not by this update.
+                and (kind.kind != "Pod" or not new_meta.get("deletionGracePeriodSeconds"))
+            ):
                 # The last finalizer went away: the object is gone now.
                 txn.rollback()
                 try:

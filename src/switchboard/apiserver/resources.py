@@ -18,7 +18,7 @@ from aiohttp import web
 
 from switchboard.api import patch, schema, selectors
 from switchboard.api.kinds import Obj, ResourceKind
-from switchboard.apiserver import codec, status, tables, watchstream
+from switchboard.apiserver import codec, podproxy, status, tables, watchstream
 from switchboard.apiserver.paths import Target
 from switchboard.apiserver.registry import DeleteOptions, ListOptions, Registry
 
@@ -137,6 +137,8 @@ class Resources:
         if method == "POST":
             if target.subresource == "binding":
                 return await self._bind(request, target)
+            if target.subresource == "exec":  # SPDY clients POST; podproxy tells them what to use
+                return await self._get(request, target)
             if target.name:
                 raise status.method_not_allowed(
                     "the server does not allow this method on the requested resource"
@@ -164,12 +166,10 @@ class Resources:
         obj = await self.registry.get(target.kind, target.namespace or "", target.name)
         if target.subresource == "scale":
             return json_response(to_scale(obj))
-        if target.subresource in ("log", "exec"):
-            raise status.APIError(
-                503,
-                "ServiceUnavailable",
-                f'pod "{target.name}" has no node agent to serve {target.subresource}',
-            )
+        if target.subresource == "log":
+            return await podproxy.log(request, self.registry, obj)
+        if target.subresource == "exec":
+            return await podproxy.exec_(request, self.registry, obj)
         if wants_table(request) and not target.subresource:
             return json_response(
                 tables.table(
@@ -375,6 +375,16 @@ class Resources:
                     f'already assigned to node "{spec["nodeName"]}"',
                 )
             spec["nodeName"] = node
+            # As Kubernetes' binding does: the pod is now scheduled, whatever it said before.
+            conditions = [
+                c
+                for c in (pod.setdefault("status", {}).get("conditions") or [])
+                if c.get("type") != "PodScheduled"
+            ]
+            conditions.append(
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": codec.now()}
+            )
+            pod["status"]["conditions"] = conditions
             return pod
 
         await self.registry.update(

@@ -136,6 +136,20 @@ def _namespace_status() -> Obj:
     return {"phase": "Active"}
 
 
+def _default_tolerations(pod: Obj) -> None:
+    """Kubernetes' DefaultTolerationSeconds admission: leave a lost node after 300 s."""
+    tolerations = pod.setdefault("spec", {}).setdefault("tolerations", [])
+    for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
+        if not any(
+            t.get("key") == key and t.get("effect") in (None, "", "NoExecute")
+            for t in tolerations
+            if isinstance(t, dict)
+        ):
+            tolerations.append(
+                {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            )
+
+
 def _pod_status() -> Obj:
     return {"phase": "Pending", "qosClass": "BestEffort"}
 
@@ -174,6 +188,7 @@ def for_kind(kind: ResourceKind) -> Strategy:
                 validate=workloads.validate_pod,
                 validate_update=workloads.validate_pod_update,
                 initial_status=_pod_status,
+                finish_create=_default_tolerations,
             )
         case "Service":
             return Strategy(

@@ -30,7 +30,7 @@ again, so a podCIDR someone else wrote meanwhile is adopted, not overwritten.
 
 When the cluster CIDR is used up the node gets a Warning event
 `CIDRNotAvailable` and is retried with backoff; deleting a node frees its
-subnet for the next one.
+subnet, and nodes still waiting for one are synced again at once.
 
 Only one address family per controller: a dual-stack cluster would run a
 second CidrSet, which nothing here needs yet.
@@ -290,11 +290,16 @@ class NodeIpamController:
         if cidr is None:
             return
         self.cidrs.release(cidr)
-        # A node that shared the subnet (see `_adopt`) keeps it.
-        for other in self.nodes.list():
-            if _name(other) != name and pod_cidr_of(other) == cidr:
+        # A node that shared the subnet (see `_adopt`) keeps it; else nodes still
+        # waiting for one (backing off after CIDRNotAvailable) try again now.
+        others = [n for n in self.nodes.list() if _name(n) != name]
+        for other in others:
+            if pod_cidr_of(other) == cidr:
                 self._adopt(other)
                 return
+        for other in others:
+            if pod_cidr_of(other) is None and _name(other) not in self._held:
+                self.queue.add(_name(other))
 
     def _event(self, node: Obj, reason: str, message: str) -> None:
         if self.events is not None:
