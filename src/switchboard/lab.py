@@ -6,8 +6,11 @@ the cluster as child processes, each logging to `DIR/logs/`::
 
     apiserver           python -m switchboard.cli apiserver --data-dir DIR/apiserver
                             --bind-address 127.0.0.1 --port 0
+                            --service-cluster-ip-range 10.96.0.0/16
     controller-manager  python -m switchboard.cli controller-manager
                             --kubeconfig DIR/apiserver/kubeconfig
+                            --cluster-cidr 10.244.0.0/16 --node-cidr-mask-size 24
+                            --no-leader-elect
     agent (per node)    python -m switchboard.cli agent --kubeconfig DIR/apiserver/kubeconfig
                             --node-name node-I --node-ip ADDRESS --netns PREFIX-node-I
                             --data-dir DIR/nodes/node-I
@@ -54,6 +57,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -74,8 +78,10 @@ STOP_TIMEOUT = 10.0  # seconds a process has after SIGTERM before SIGKILL
 SUPERVISOR_TIMEOUT = 60.0  # seconds a foreground `up` has to tear down when `down` asks
 APISERVER_TIMEOUT = 30.0
 ROUTE_RESYNC = 5.0  # seconds between checks of podCIDRs while in the foreground
-# The cluster's default pod and Service ranges: the lab subnet must not overlap them.
-CLUSTER_RANGES = (ipaddress.IPv4Network("10.244.0.0/16"), ipaddress.IPv4Network("10.96.0.0/16"))
+POD_CIDR = "10.244.0.0/16"  # cut into a /24 per node by the controller-manager
+SERVICE_CIDR = "10.96.0.0/16"
+# The lab subnet must not overlap the cluster's own ranges.
+CLUSTER_RANGES = (ipaddress.IPv4Network(POD_CIDR), ipaddress.IPv4Network(SERVICE_CIDR))
 _STATE_VERSION = 1
 _T = TypeVar("_T")
 
@@ -106,11 +112,29 @@ class SwitchboardCommands:
 
     def apiserver(self, data_dir: Path) -> list[str]:
         return self._cli(
-            "apiserver", "--data-dir", str(data_dir), "--bind-address", "127.0.0.1", "--port", "0"
+            "apiserver",
+            "--data-dir",
+            str(data_dir),
+            "--bind-address",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
         )
 
     def controller_manager(self, kubeconfig: Path) -> list[str]:
-        return self._cli("controller-manager", "--kubeconfig", str(kubeconfig))
+        # One controller-manager: no Lease to wait for after a restart on the same DIR.
+        return self._cli(
+            "controller-manager",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--cluster-cidr",
+            POD_CIDR,
+            "--node-cidr-mask-size",
+            "24",
+            "--no-leader-elect",
+        )
 
     def agent(self, kubeconfig: Path, node: labnet.Node, data_dir: Path) -> list[str]:
         return self._cli(
@@ -142,7 +166,10 @@ class Process:
 
     @classmethod
     def of(cls, role: str, pid: int) -> Process | None:
-        """The record of running process `pid`, or None if it is gone already."""
+        """The record of running process `pid` as /proc shows it, or None if it is gone.
+
+        Only for a process well past its exec; see `_Lab._spawn`.
+        """
         seen = _proc_identity(pid)
         return None if seen is None else cls(role, pid, seen[0], seen[1])
 
@@ -238,10 +265,8 @@ def up(
     if os.geteuid() != 0:
         print("switchboard up: making network namespaces needs root; run it as root", file=stream)
         return 2
-    try:
-        labnet.plan("probe", nodes, labnet.IPv4Network("172.31.255.0/24"))
-    except ValueError as exc:
-        print(f"switchboard up: {exc}", file=stream)
+    if not 1 <= nodes <= labnet.MAX_NODES:
+        print(f"switchboard up: a lab has 1 to {labnet.MAX_NODES} nodes, not {nodes}", file=stream)
         return 2
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -281,42 +306,69 @@ class _Lab:
         self.state = State(data_dir, prefix)
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.pod_cidrs: dict[str, str] = {}
+        self._ready = False
+        self._previous_handlers: dict[signal.Signals, Any] = {}
         self.apiserver_dir = data_dir / "apiserver"
         self.kubeconfig = self.apiserver_dir / KUBECONFIG
         self.logs = data_dir / "logs"
 
-    async def run(self, nodes: int, detach: bool, timeout: float) -> int:
-        loop = asyncio.get_running_loop()
+    async def run(self, nodes: int, detach: bool, ready_within: float) -> int:
         task = asyncio.current_task()
         assert task is not None
-        stop_signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-        for sig in stop_signals:
-            loop.add_signal_handler(sig, task.cancel)
+        self._on_stop_signals(task.cancel)
+        left_running = False
         try:
-            await self._start(nodes, timeout)
+            await self._start(nodes, time.monotonic() + ready_within)
             self._print_usage(detach)
             if detach:
+                left_running = True
                 return 0
             self.state.supervisor = Process.of("up", os.getpid())
             self.state.save()
             await self._supervise()
-            return 1  # a component exited: _supervise said which
+            return 1  # a component exited; _supervise said which
         except asyncio.CancelledError:
             print("\nstopping the lab", file=self.out)
-            return 0 if self.state.supervisor is not None else 130
-        except (LabError, labnet.LabNetworkError, OSError) as exc:
+            return 0 if self._ready else 130
+        except (LabError, labnet.LabNetworkError, errors.ClientError, OSError, ValueError) as exc:
             print(f"switchboard up: {exc}", file=self.out)
             return 1
         finally:
-            for sig in stop_signals:
-                loop.remove_signal_handler(sig)
-            if not detach or sys.exc_info()[0] is not None or not self._ready:
+            if not left_running:
+                self._on_stop_signals(lambda: None)  # a second Ctrl-C must not cut teardown short
                 await _blocking(self._teardown)
+            self._on_stop_signals(None)
 
-    _ready = False
+    def _on_stop_signals(self, handler: Callable[[], object] | None) -> None:
+        """Call `handler` on the loop at SIGINT, SIGTERM and SIGHUP; None restores the old ones.
 
-    async def _start(self, nodes: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+        Plain signal handlers, not `loop.add_signal_handler`: that one relays
+        signals through a wakeup fd, which pyroute2's forked helpers inherit,
+        so the SIGTERM that ends such a helper would reach this loop too.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if handler is None:
+            for sig, previous in self._previous_handlers.items():
+                signal.signal(sig, previous)
+            self._previous_handlers.clear()
+            return
+        loop = asyncio.get_running_loop()
+        main_pid = os.getpid()
+
+        def relay(signum: int, frame: object) -> None:
+            if os.getpid() != main_pid:
+                # A forked helper inherited this handler: die as it would have.
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            loop.call_soon_threadsafe(handler)
+
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            previous = signal.signal(sig, relay)
+            self._previous_handlers.setdefault(sig, previous)
+
+    async def _start(self, nodes: int, deadline: float) -> None:
         layout = await _blocking(self._make_network, nodes)
         print(
             f"lab {layout.prefix}: {nodes} node(s) on {layout.subnet}, this machine at "
@@ -324,8 +376,9 @@ class _Lab:
             file=self.out,
         )
         self.logs.mkdir(exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            (self.data_dir / KUBECONFIG).unlink()
+        for stale in (self.data_dir / KUBECONFIG, self.kubeconfig):  # an earlier run's
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         self._spawn("apiserver", self.commands.apiserver(self.apiserver_dir))
         await self._wait_for_apiserver(min(deadline, time.monotonic() + APISERVER_TIMEOUT))
         self._spawn("controller-manager", self.commands.controller_manager(self.kubeconfig))
@@ -361,10 +414,12 @@ class _Lab:
                 cwd=self.data_dir,
             )
         self.children[role] = child
-        record = Process.of(role, child.pid)
-        if record is None:
+        # Recorded with the argv given, not read back: for a moment after exec the
+        # kernel still shows an empty command line.
+        seen = _proc_identity(child.pid)
+        if seen is None:
             raise LabError(f"the {role} exited at once; see {self.logs / log_name}")
-        self.state.processes.append(record)
+        self.state.processes.append(Process(role, child.pid, seen[0], tuple(argv)))
         self.state.save()
 
     def _check_children(self) -> None:
@@ -554,6 +609,7 @@ def teardown(
     """
     state = State.load(data_dir)
     prefix = state.prefix if state is not None else labnet.prefix_for(data_dir)
+    pod_namespaces: list[str] = []
     if state is not None:
         supervisor = state.supervisor
         if supervisor is not None and supervisor.pid != os.getpid() and supervisor.alive():
@@ -562,21 +618,58 @@ def teardown(
             _wait_gone([supervisor], SUPERVISOR_TIMEOUT)
         agents = [p for p in state.processes if p.role.startswith("agent")]
         others = [p for p in state.processes if not p.role.startswith("agent")]
+        # Agents leave their pods running (for the next agent to adopt): note them
+        # and their network namespaces, whatever those are called, before the agents go.
+        pods = _descendants(agents)
+        pod_namespaces = _namespaces_of(pods)
         _stop(agents)
         for process in reversed(others):  # the controller-manager, then the apiserver
             _stop([process])
+        _stop_pids(p.pid for p in pods if p.alive())
     _stop_pids(labnet.pids_inside(prefix))
-    problems = labnet.destroy(prefix)
+    problems = labnet.destroy(prefix, also=pod_namespaces)
     for child in (children or {}).values():
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=1)
-    problems += [p for p in labnet.leftovers(prefix) if p not in " ".join(problems)]
+    remaining = labnet.leftovers(prefix)
+    if remaining and not problems:
+        problems = [f"{what} (still there after removing it)" for what in remaining]
     with contextlib.suppress(FileNotFoundError):
         (data_dir / KUBECONFIG).unlink()
     if not problems:
         with contextlib.suppress(FileNotFoundError):
             (data_dir / STATE_FILE).unlink()
     return problems
+
+
+def _descendants(processes: Sequence[Process]) -> list[Process]:
+    """Every live process descended from one of `processes` (which are checked to be ours)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry))
+    found: list[Process] = []
+    todo = [p.pid for p in processes if p.alive()]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            record = Process.of("pod", pid)
+            if record is not None:
+                found.append(record)
+                todo.append(pid)
+    return found
+
+
+def _namespaces_of(processes: Iterable[Process]) -> list[str]:
+    """The named network namespaces `processes` are in, other than this process's own."""
+    own = labnet.netns_id(os.getpid())
+    ids = {labnet.netns_id(p.pid) for p in processes} - {own, None}
+    return sorted(name for name, ns in labnet.named_namespaces().items() if ns in ids)
 
 
 def _stop(processes: Sequence[Process]) -> None:
@@ -628,7 +721,9 @@ def _wait_gone(processes: Sequence[Process], timeout: float) -> list[Process]:
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `up` and `down` to the `switchboard` command line."""
-    p = subparsers.add_parser("up", help="start a lab cluster in network namespaces on this machine")
+    p = subparsers.add_parser(
+        "up", help="start a lab cluster in network namespaces on this machine"
+    )
     p.add_argument(
         "--nodes", type=int, default=DEFAULT_NODES, help=f"nodes (default: {DEFAULT_NODES})"
     )

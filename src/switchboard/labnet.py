@@ -58,7 +58,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -342,33 +342,45 @@ def leftovers(prefix: str) -> list[str]:
     return found
 
 
+NamespaceId = tuple[int, int]  # (st_dev, st_ino) of a network namespace
+
+
+def netns_id(pid: int) -> NamespaceId | None:
+    """The network namespace process `pid` is in, or None if it is gone."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def named_namespaces() -> dict[str, NamespaceId]:
+    """Every named network namespace (under /var/run/netns) and which namespace it is."""
+    found: dict[str, NamespaceId] = {}
+    for name in netns.listnetns():
+        with suppress(OSError):
+            st = os.stat(NETNS_DIR / name)
+            found[name] = (st.st_dev, st.st_ino)
+    return found
+
+
 def pids_inside(prefix: str) -> list[int]:
     """Processes whose network namespace is one of the lab's (pods, and anything run there)."""
-    inodes: set[tuple[int, int]] = set()
-    for name in namespaces_of(prefix):
-        try:
-            st = os.stat(NETNS_DIR / name)
-        except OSError:
-            continue
-        inodes.add((st.st_dev, st.st_ino))
+    named = named_namespaces()
+    inodes = {named[n] for n in namespaces_of(prefix) if n in named}
     found: list[int] = []
     if not inodes:
         return found
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue  # gone meanwhile, or a kernel thread
-        if (st.st_dev, st.st_ino) in inodes:
+        if entry.isdigit() and int(entry) != os.getpid() and netns_id(int(entry)) in inodes:
             found.append(int(entry))
     return sorted(found)
 
 
-def destroy(prefix: str) -> list[str]:
+def destroy(prefix: str, also: Iterable[str] = ()) -> list[str]:
     """Remove the host link and every namespace of lab `prefix`; the problems met, if any.
 
+    `also` names more namespaces to remove (pods of the lab named otherwise).
     Deleting the host link deletes its peer; deleting a namespace deletes its
     links and so their peers. Stop the processes inside first (`pids_inside`):
     a namespace with a process in it outlives its name.
@@ -376,6 +388,12 @@ def destroy(prefix: str) -> list[str]:
     if not (prefix.isascii() and prefix.isalnum()):
         raise ValueError(f"lab prefix {prefix!r} must be letters or digits")
     problems: list[str] = []
+    for name in sorted(set(also) - set(namespaces_of(prefix))):
+        if name in netns.listnetns():
+            try:
+                netns.remove(name)
+            except OSError as exc:
+                problems.append(f"namespace {name}: {exc}")
     link = prefix + HOST_SUFFIX
     try:
         with IPRoute() as ipr:

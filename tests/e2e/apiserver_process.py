@@ -69,13 +69,18 @@ class ApiServer:
             conn.close()
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _end(self.process)
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    """End the server by its own pid: SIGTERM, then SIGKILL if it lingers."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @contextmanager
@@ -113,10 +118,4 @@ def running_apiserver(data_dir: Path, *extra: str) -> Iterator[ApiServer]:
         srv = ApiServer(process, data_dir, kubeconfig, url)
         yield srv
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _end(process)

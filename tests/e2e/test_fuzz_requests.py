@@ -14,7 +14,9 @@ types, query parameters, oversize bodies — the server must:
 The server runs as its own process (see `apiserver_process`), seeded with
 one object of every kind named `web` in namespace `fuzz`, which the patch
 and replace properties aim at. Failures hypothesis found are pinned as
-`@example`s on the property that found them.
+`@example`s on the property that found them; the two it found in code these
+tests may not change are pinned by strict xfail tests, and the properties
+`assume()` past them until those pass.
 """
 
 from __future__ import annotations
@@ -227,6 +229,7 @@ def snapshot(srv: ApiServer, kind: Kind) -> tuple[str, list[Any]]:
 
 def assert_well_formed(reply: Reply) -> None:
     assert reply.status != 500, reply.body
+    # 503 is the one server-side answer on purpose: pods/log and pods/exec need a node agent.
     assert reply.status < 500 or reply.status == 503, reply.body
     if reply.status < 400:
         return
@@ -383,7 +386,7 @@ def _deep(levels: int) -> bytes:
     return b'{"metadata": ' * levels + b"{}" + b"}" * levels
 
 
-# Three anchors, each a list of four of the one before: 4**12 values from 300 bytes.
+# Thirteen anchors, each a list of four of the one before: 4**13 values from 400 bytes.
 _ALIAS_BOMB = b"a0: &a0 [x, x, x, x]\n" + b"".join(
     b"a%d: &a%d [*a%d, *a%d, *a%d, *a%d]\n" % (i, i, i - 1, i - 1, i - 1, i - 1)
     for i in range(1, 13)
@@ -666,6 +669,8 @@ def test_a_null_in_a_known_field_counts_as_absent(
     apiserver: ApiServer, field: tuple[str, tuple[str | int, ...]], how: str, suffix: str
 ) -> None:
     plural, path = field
+    # A known 500, pinned by the xfail test below.
+    assume(not (how == "patch" and field == ("pods", ("spec", "containers", 0))))
     kind = KINDS[plural]
     headers = {"Content-Type": "application/json"}
     if how == "patch":
@@ -686,6 +691,21 @@ def test_a_null_in_a_known_field_counts_as_absent(
     assert reply.status == twin.status, (reply.body, twin.body)
     if reply.status == 201:
         assert _content(reply.json()) == _content(twin.json())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the pod update check reads every container as an object (AttributeError on "
+    "null); when this passes, drop the assume() in the property above",
+)
+def test_a_pod_update_with_a_null_container_is_invalid_not_a_server_error(
+    apiserver: ApiServer,
+) -> None:
+    kind = KINDS["pods"]
+    body = json.dumps([{"op": "add", "path": "/spec/containers/0", "value": None}]).encode()
+    headers = {"Content-Type": "application/json-patch+json"}
+    reply = send(apiserver, kind, "PATCH", kind.path(EXISTING), body, headers)
+    assert reply.status == 422
 
 
 # ---- names, selectors, query parameters -------------------------------------------------------

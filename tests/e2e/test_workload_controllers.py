@@ -802,6 +802,19 @@ async def test_a_silent_node_becomes_not_ready_and_its_pods_are_replaced_elsewhe
                 "spec": {
                     "terminationGracePeriodSeconds": 1,
                     "containers": [{"name": "web", "image": "x"}],
+                    # Without these, the pods get Kubernetes' default of 300 s.
+                    "tolerations": [
+                        {
+                            "key": key,
+                            "operator": "Exists",
+                            "effect": "NoExecute",
+                            "tolerationSeconds": 2,
+                        }
+                        for key in (
+                            "node.kubernetes.io/unreachable",
+                            "node.kubernetes.io/not-ready",
+                        )
+                    ],
                 },
             },
         },

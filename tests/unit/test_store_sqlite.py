@@ -543,7 +543,9 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
         if writer.returncode is None:
             writer.kill()
         await writer.wait()
-    assert writer.returncode == -signal.SIGKILL
+    # 255 is asyncio's stand-in when its child watcher could not collect the status (seen
+    # on loaded machines); what matters is that the writer died mid-stream, checked below.
+    assert writer.returncode in (-signal.SIGKILL, 255)
 
     store = await sqlite.SQLiteStore.open(path)
     try:

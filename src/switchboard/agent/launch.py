@@ -44,7 +44,6 @@ BUILTIN_IMAGE_ID_PREFIX = "switchboard-builtin://"
 HOST_IMAGE_ID_PREFIX = "switchboard-host://"
 _MAX_HOSTNAME = 63
 _MAX_NAMESERVERS = 3
-_REFERENCE = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)|\$\$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,15 +279,31 @@ def parse_quantity(text: str) -> Decimal | None:
 
 
 def expand(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes' $(VAR) expansion: defined references replaced, `$$` → `$`, others kept."""
+    """Kubernetes' $(VAR) expansion, as its Go code does it.
 
-    def replace(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group(1)
-        return env[name] if name in env else match.group(0)
-
-    return _REFERENCE.sub(replace, text)
+    A defined `$(NAME)` becomes its value, an undefined one stays as written,
+    `$$` becomes `$`, and any other `$` is kept.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char != "$" or i + 1 == len(text):
+            out.append(char)
+            i += 1
+            continue
+        following = text[i + 1]
+        if following == "$":
+            out.append("$")
+            i += 2
+        elif following == "(" and (close := text.find(")", i + 2)) != -1:
+            name = text[i + 2 : close]
+            out.append(env.get(name, f"$({name})"))
+            i = close + 1
+        else:
+            out.append("$" + following)
+            i += 2
+    return "".join(out)
 
 
 # -- DNS ----------------------------------------------------------------------------

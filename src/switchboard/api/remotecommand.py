@@ -30,7 +30,7 @@ from typing import Any
 
 PROTOCOL_V5 = "v5.channel.k8s.io"
 PROTOCOL_V4 = "v4.channel.k8s.io"
-PROTOCOLS = (PROTOCOL_V5, PROTOCOL_V4)  # the server's preference, newest first
+PROTOCOLS = (PROTOCOL_V5, PROTOCOL_V4)
 
 STDIN = 0
 STDOUT = 1
@@ -41,12 +41,6 @@ CLOSE = 255
 
 NON_ZERO_EXIT_CODE = "NonZeroExitCode"
 EXIT_CODE_CAUSE = "ExitCode"
-
-
-def negotiate(offered: str) -> str | None:
-    """The subprotocol to answer a Sec-WebSocket-Protocol header with; None if none fits."""
-    wanted = {p.strip() for p in offered.split(",")}
-    return next((p for p in PROTOCOLS if p in wanted), None)
 
 
 def unsupported_protocols(offered: str) -> str:

@@ -29,13 +29,29 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
+_META_PREFIX = b'{"metadata":{'
+
+
 def encode(obj: Obj) -> bytes:
+    """Stored form: metadata first and without resourceVersion (see `with_resource_version`)."""
     meta = obj.get("metadata")
     if isinstance(meta, dict) and "resourceVersion" in meta:
-        meta = dict(meta)
-        del meta["resourceVersion"]
-        obj = {**obj, "metadata": meta}
-    return orjson.dumps(obj)
+        meta = {k: v for k, v in meta.items() if k != "resourceVersion"}
+    return orjson.dumps({"metadata": meta, **{k: v for k, v in obj.items() if k != "metadata"}})
+
+
+def with_resource_version(value: bytes, revision: int) -> bytes | None:
+    """The stored bytes with resourceVersion spliced into metadata, or None if not possible.
+
+    Lists and watches serve most objects this way, without decoding and
+    re-encoding each one: `encode` always writes metadata first, so its
+    opening is at a known place. Values stored in another shape give None.
+    """
+    if not value.startswith(_META_PREFIX):
+        return None
+    rest = value[len(_META_PREFIX) :]
+    separator = b"" if rest.startswith(b"}") else b","
+    return b'%s"resourceVersion":"%d"%s%s' % (_META_PREFIX, revision, separator, rest)
 
 
 def decode(kv: KeyValue, revision: int | None = None) -> Obj:

@@ -16,7 +16,7 @@ Status the way Kubernetes maps a kubelet's (400 BadRequest, 404 NotFound,
 
 exec: only over WebSocket (GET with an Upgrade; kubectl sends POST only for
 SPDY, which is refused with a Status saying which kubectl to use). The
-subprotocol is negotiated with the client (v5.channel.k8s.io, else v4), a
+subprotocol is negotiated with the client (v5.channel.k8s.io or v4), a
 WebSocket with that same subprotocol is opened to the agent, and only then
 is the client's upgrade accepted; frames are relayed both ways unchanged
 until one side closes, and then the other is closed. If the agent cannot be
@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -106,7 +107,7 @@ def _session() -> aiohttp.ClientSession:
 # ---- log --------------------------------------------------------------------------------
 
 
-def _log_query(pod_name: str, query: Any) -> dict[str, str]:
+def _log_query(pod_name: str, query: Mapping[str, str]) -> dict[str, str]:
     """The query for the agent; 400 for a malformed number, 422 for one out of range."""
     out: dict[str, str] = {}
     for name in ("follow", "previous", "timestamps"):
@@ -225,16 +226,17 @@ async def exec_(request: web.Request, registry: Registry, pod: Obj) -> web.Strea
     if not node_name:
         raise status.bad_request(f"pod {meta['name']} does not have a host assigned")
     base = await agent_url(registry, node_name)
-    client = web.WebSocketResponse(max_msg_size=_MAX_MESSAGE)
-    if not client.can_prepare(request).ok:
+    client = web.WebSocketResponse(protocols=rc.PROTOCOLS, max_msg_size=_MAX_MESSAGE)
+    ready = client.can_prepare(request)  # the client's first subprotocol that both speak
+    if not ready.ok:
         if "spdy" in request.headers.get("Upgrade", "").lower():
             raise status.bad_request(_SPDY_REFUSED)
         raise status.bad_request("Upgrade request required")
-    offered = request.headers.get("Sec-WebSocket-Protocol", "")
-    protocol = rc.negotiate(offered)
-    if protocol is None:
-        raise status.bad_request(rc.unsupported_protocols(offered))
-    client = web.WebSocketResponse(protocols=(protocol,), max_msg_size=_MAX_MESSAGE)
+    protocol = ready.protocol
+    if not protocol:
+        raise status.bad_request(
+            rc.unsupported_protocols(request.headers.get("Sec-WebSocket-Protocol", ""))
+        )
     url = base.with_path(f"/exec/{meta['namespace']}/{meta['name']}/{container}")
     url = url.with_query(
         [("command", c) for c in command]

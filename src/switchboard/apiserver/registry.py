@@ -27,7 +27,7 @@ from switchboard.api.kinds import Obj, ResourceKind
 from switchboard.apiserver import codec, status
 from switchboard.apiserver.strategy import Strategy, for_kind
 from switchboard.store import errors as store_errors
-from switchboard.store.protocol import KeyValue, Store
+from switchboard.store.protocol import KeyValue, ListResult, Store
 
 Mutation = Callable[[Obj], Awaitable[Obj] | Obj]
 
@@ -126,6 +126,61 @@ class Registry:
             raise status.not_found(kind, name)
         return self._out(kind, kv)
 
+    def _encoded(self, kind: ResourceKind, kv: KeyValue, revision: int = 0) -> bytes:
+        data = codec.with_resource_version(kv.value, revision or kv.mod_revision)
+        if data is None:
+            obj = self._out(kind, kv)
+            obj["metadata"]["resourceVersion"] = str(revision or kv.mod_revision)
+            data = codec.dumps(obj)
+        return data
+
+    @staticmethod
+    def serves_encoded(kind: ResourceKind, opts: ListOptions) -> bool:
+        """Whether stored bytes can be served as they are (no selector, no conversion)."""
+        return (
+            opts.label_selector is None
+            and opts.field_selector is None
+            # Events are stored in either of two API versions and converted on the way out.
+            and kind.kind != "Event"
+        )
+
+    async def _list_page(
+        self, prefix: str, revision: int, start_after: str, limit: int
+    ) -> ListResult:
+        try:
+            return await self.store.list(prefix, revision, start_after, limit)
+        except store_errors.Compacted as exc:
+            raise status.gone(
+                "The provided continue parameter is too old to display a consistent list "
+                "result. You can start a new list without the continue parameter."
+            ) from exc
+        except store_errors.FutureRevision as exc:
+            # No list handed out this token: it names a revision not yet written.
+            raise status.bad_request(
+                f"continue key is not valid: {exc}. The continue parameter must be "
+                "the value returned in metadata.continue of a previous list"
+            ) from exc
+
+    async def list_encoded(
+        self, kind: ResourceKind, namespace: str | None, opts: ListOptions
+    ) -> bytes:
+        """The JSON list body built from the stored bytes; only when `serves_encoded`."""
+        start_after = ""
+        revision = 0
+        if opts.continue_token:
+            revision, start_after = codec.decode_continue(opts.continue_token)
+        result = await self._list_page(kind.prefix(namespace), revision, start_after, opts.limit)
+        meta: dict[str, Any] = {"resourceVersion": str(result.revision)}
+        if opts.limit and result.more and result.items:
+            meta["continue"] = codec.encode_continue(result.revision, result.items[-1].key)
+        items = b",".join(self._encoded(kind, kv) for kv in result.items)
+        return b'{"kind":"%sList","apiVersion":"%s","metadata":%s,"items":[%s]}' % (
+            kind.kind.encode(),
+            kind.api_version.encode(),
+            codec.dumps(meta),
+            items,
+        )
+
     async def list(self, kind: ResourceKind, namespace: str | None, opts: ListOptions) -> Obj:
         prefix = kind.prefix(namespace)
         start_after = ""
@@ -140,19 +195,7 @@ class Registry:
             want = opts.limit - len(items) if opts.limit else 0
             # When filtering, read in pages so a selective list does not load everything at once.
             page = max(want, 500) if filtering and want else want
-            try:
-                result = await self.store.list(prefix, revision, start_after, page)
-            except store_errors.Compacted as exc:
-                raise status.gone(
-                    "The provided continue parameter is too old to display a consistent list "
-                    "result. You can start a new list without the continue parameter."
-                ) from exc
-            except store_errors.FutureRevision as exc:
-                # No list handed out this token: it names a revision not yet written.
-                raise status.bad_request(
-                    f"continue key is not valid: {exc}. The continue parameter must be "
-                    "the value returned in metadata.continue of a previous list"
-                ) from exc
+            result = await self._list_page(prefix, revision, start_after, page)
             revision = result.revision
             for kv in result.items:
                 obj = self._out(kind, kv)
@@ -469,8 +512,13 @@ class Registry:
     # ---- watch ---------------------------------------------------------------------------
 
     async def watch(
-        self, kind: ResourceKind, namespace: str | None, opts: ListOptions
-    ) -> AsyncIterator[tuple[str, Obj]]:
+        self,
+        kind: ResourceKind,
+        namespace: str | None,
+        opts: ListOptions,
+        *,
+        encoded: bool = False,
+    ) -> AsyncIterator[tuple[str, Obj | Encoded]]:
         """Yield (type, object) pairs: ADDED, MODIFIED, DELETED, and ("BOOKMARK", rv) markers.
 
         With no resourceVersion or "0", the current state comes first as
@@ -498,8 +546,19 @@ class Registry:
             raise _too_old(after, exc) from exc
         # Without a selector every object matches, so the previous value need not be decoded.
         filtering = opts.label_selector is not None or opts.field_selector is not None
+        raw = encoded and self.serves_encoded(kind, opts)
         try:
             async for ev in watch:
+                if raw:
+                    data = self._encoded(kind, ev.kv, ev.revision)
+                    if ev.type == "DELETE":
+                        yield "DELETED", Encoded(data, str(ev.revision))
+                    else:
+                        yield (
+                            ("ADDED" if ev.prev is None else "MODIFIED"),
+                            Encoded(data, str(ev.revision)),
+                        )
+                    continue
                 if ev.type == "DELETE":
                     obj = self._out(kind, ev.kv)
                     obj["metadata"]["resourceVersion"] = str(ev.revision)
@@ -551,6 +610,14 @@ def _same_without_rv(new: Obj, old: Obj) -> bool:
     o = {**old, "metadata": {k: v for k, v in old["metadata"].items() if k != "resourceVersion"}}
     n = {**new, "metadata": {k: v for k, v in new["metadata"].items() if k != "resourceVersion"}}
     return n == o
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """An object as ready-to-send JSON bytes, with its resourceVersion."""
+
+    data: bytes
+    resource_version: str
 
 
 class APIPrecondition(status.APIError):

@@ -30,6 +30,8 @@ _PATCH_TYPES = (
     "application/apply-patch+yaml",
 )
 
+_PATCH_ERROR_REASONS = {415: "UnsupportedMediaType", 422: "Invalid"}
+
 
 def wants_table(request: web.Request) -> bool:
     return "as=Table" in request.headers.get("Accept", "")
@@ -185,7 +187,11 @@ class Resources:
     async def _list(
         self, request: web.Request, kind: ResourceKind, namespace: str | None
     ) -> web.StreamResponse:
-        result = await self.registry.list(kind, namespace, list_options(request.query, kind))
+        opts = list_options(request.query, kind)
+        if not wants_table(request) and self.registry.serves_encoded(kind, opts):
+            body = await self.registry.list_encoded(kind, namespace, opts)
+            return web.Response(body=body, content_type="application/json")
+        result = await self.registry.list(kind, namespace, opts)
         if wants_table(request):
             return json_response(
                 tables.table(
@@ -299,7 +305,9 @@ class Resources:
             try:
                 patched = patch.apply_patch(kind_name, current, body, content_type)
             except patch.PatchError as exc:
-                raise status.bad_request(str(exc)) from exc
+                # 422 for a patch that does not apply, 415 for one of a type not served.
+                reason = _PATCH_ERROR_REASONS.get(exc.status, "BadRequest")
+                raise status.APIError(exc.status, reason, str(exc)) from exc
             except RecursionError as exc:
                 # JSON patch copies can nest a value inside itself, one level per operation.
                 raise status.bad_request("the patched object nests too deeply") from exc

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from switchboard.api.kinds import Obj, ResourceKind
 from switchboard.apiserver import codec, status, tables
-from switchboard.apiserver.registry import INITIAL_EVENTS_END, ListOptions, Registry
+from switchboard.apiserver.registry import INITIAL_EVENTS_END, Encoded, ListOptions, Registry
 
 DEFAULT_TIMEOUT = 1800.0
 _LIVENESS_CHECK = 1.0  # seconds between checks that an idle watch's client is still there
@@ -56,7 +56,8 @@ async def serve(
     metrics = request.app.get("metrics")
 
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
-    events = registry.watch(kind, namespace, opts)
+    # Plain JSON watches without a name filter send the stored bytes as they are.
+    events = registry.watch(kind, namespace, opts, encoded=not as_table and name is None)
 
     async def pump() -> None:
         try:
@@ -118,6 +119,10 @@ async def serve(
                 await resp.write(_event("ERROR", item.status()))
                 break
             type_, obj = item
+            if isinstance(obj, Encoded):
+                last_rv = obj.resource_version
+                await resp.write(b'{"type":"%s","object":%s}\n' % (type_.encode(), obj.data))
+                continue
             if type_ == INITIAL_EVENTS_END:
                 last_rv = obj["metadata"]["resourceVersion"]
                 if initial_end and bookmarks:
