@@ -25,7 +25,7 @@ Client = TestClient[web.Request, web.Application]
 class FakeRuntime:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.known = {("ns", "web", "app")}
+        self.known = {("ns", "web", "app"), ("ns", "web", "crashed")}
 
     def log_path(
         self, namespace: str, pod: str, container: str, previous: bool = False
@@ -40,6 +40,8 @@ class FakeRuntime:
     ) -> tuple[list[str], dict[str, str]]:
         if (namespace, pod, container) not in self.known:
             raise LookupError(container)
+        if container == "crashed":
+            raise RuntimeError(f'container "{container}" in pod "{pod}" is not running')
         return command, {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
@@ -261,3 +263,14 @@ async def test_exec_with_stdin_only_still_reports_the_exit_code(agent: Client) -
     received = await exec_frames(agent, query, b"one line\n")
 
     assert json.loads(received[3])["details"]["causes"][0]["message"] == "7"
+
+
+async def test_exec_refused_by_the_runtime_reports_its_reason(agent: Client) -> None:
+    async with agent.ws_connect(
+        "/exec/ns/web/crashed?command=true&stdout=1", protocols=(V5,)
+    ) as ws:
+        frames = [msg.data async for msg in ws]
+
+    status = json.loads(frames[-1][1:])
+    assert frames[-1][0] == 3
+    assert status["message"] == 'container "crashed" in pod "web" is not running'

@@ -51,7 +51,8 @@ _MAX_MESSAGE = 4 * 1024 * 1024
 class PodRuntime(Protocol):
     """What this API needs of the pod runtime.
 
-    Both raise LookupError when the agent runs no such pod or container.
+    Both may raise LookupError when the agent runs no such pod or container; the
+    message of any other exception from `exec_argv` is shown to the client.
     """
 
     def log_path(
@@ -195,6 +196,8 @@ async def _exec(request: web.Request) -> web.StreamResponse:
             status = rc.failure(
                 f'container not found ("{container}") in pod "{namespace}/{pod}"', "NotFound", 404
             )
+        except Exception as exc:  # the runtime's own refusal ("… is not running"), said as is
+            status = rc.failure(str(exc) or type(exc).__name__)
         else:
             status = await remoteexec.run(ws, argv, env, streams)
         if status is not None:
