@@ -307,6 +307,7 @@ class _Lab:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.pod_cidrs: dict[str, str] = {}
         self._ready = False
+        self._made_anything = False  # from here on, a failure must remove what was made
         self._previous_handlers: dict[signal.Signals, Any] = {}
         self.apiserver_dir = data_dir / "apiserver"
         self.kubeconfig = self.apiserver_dir / KUBECONFIG
@@ -334,7 +335,7 @@ class _Lab:
             print(f"switchboard up: {exc}", file=self.out)
             return 1
         finally:
-            if not left_running:
+            if self._made_anything and not left_running:
                 self._on_stop_signals(lambda: None)  # a second Ctrl-C must not cut teardown short
                 await _blocking(self._teardown)
             self._on_stop_signals(None)
@@ -394,11 +395,18 @@ class _Lab:
 
     def _make_network(self, nodes: int) -> labnet.Layout:
         with labnet.exclusive():
+            present = labnet.leftovers(self.state.prefix)
+            if present:  # another `up` from this DIR got here first: leave its lab alone
+                raise LabError(
+                    f"another `switchboard up` is making a lab from {self.data_dir} "
+                    f"({', '.join(present)} exist already)"
+                )
             routes, addresses = labnet.host_networks()
             subnet = labnet.choose_subnet(routes, addresses, avoid=CLUSTER_RANGES)
             layout = labnet.plan(self.state.prefix, nodes, subnet)
             self.state.layout = layout
             self.state.save()  # before anything exists, so `down` can always find it
+            self._made_anything = True
             labnet.create(layout)
         return layout
 

@@ -413,7 +413,7 @@ def test_up_makes_a_ready_lab_that_kubectl_sees_and_down_removes_it(lab_dir: Pat
     assert {name: addresses(node)["InternalIP"] for name, node in nodes.items()} == {
         n.name: n.ip for n in layout.nodes
     }
-    cidrs = {name: lab.pod_cidr(node) for name, node in nodes.items()}
+    cidrs = {name: str(lab.pod_cidr(node)) for name, node in nodes.items()}
     assert sorted(cidrs.values()) == ["10.244.0.0/24", "10.244.1.0/24"]
     n1, n2 = layout.nodes
     assert labnet.pod_routes(n1.netns) == {cidrs["node-2"]: n2.ip}
@@ -460,6 +460,58 @@ def test_up_removes_everything_when_a_component_fails(lab_dir: Path) -> None:
     assert labnet.leftovers(labnet.prefix_for(lab_dir)) == []
     assert not (lab_dir / lab.STATE_FILE).exists()
     assert not (lab_dir / lab.KUBECONFIG).exists()
+
+
+FOREGROUND_UP = """
+import sys
+from pathlib import Path
+from switchboard import lab
+from tests.lab.test_lab import FakeCommands
+sys.exit(lab.up(1, Path(sys.argv[1]), detach=False, timeout=60, commands=FakeCommands()))
+"""
+
+
+@pytest.fixture
+def foreground_up(lab_dir: Path, processes: Processes) -> subprocess.Popen[bytes]:
+    """`up` without --detach, in a process of its own, once its lab is Ready."""
+    up = subprocess.Popen(
+        [sys.executable, "-c", FOREGROUND_UP, str(lab_dir)],
+        cwd=Path(__file__).parents[2],
+        env=clean_environment(),
+        stdout=subprocess.DEVNULL,
+    )
+    processes.started.append(up)
+    deadline = time.monotonic() + 90
+    while not (lab_dir / lab.KUBECONFIG).exists():
+        assert up.poll() is None, f"up exited with {up.returncode}"
+        assert time.monotonic() < deadline, "the lab was not Ready within 90s"
+        time.sleep(0.1)
+    return up
+
+
+def test_up_in_the_foreground_removes_its_lab_on_sigterm(
+    lab_dir: Path, foreground_up: subprocess.Popen[bytes]
+) -> None:
+    state = lab.State.load(lab_dir.resolve())
+    assert state is not None and state.supervisor is not None
+    assert state.supervisor.pid == foreground_up.pid
+
+    foreground_up.send_signal(signal.SIGTERM)
+    assert foreground_up.wait(timeout=60) == 0
+    assert not any(p.alive() for p in state.processes)
+    assert labnet.leftovers(state.prefix) == []
+    assert not (lab_dir / lab.STATE_FILE).exists()
+
+
+def test_down_stops_a_foreground_up_which_removes_its_lab(
+    lab_dir: Path, foreground_up: subprocess.Popen[bytes]
+) -> None:
+    state = lab.State.load(lab_dir.resolve())
+    assert state is not None
+    assert lab.down(lab_dir, out=io.StringIO()) == 0
+    assert foreground_up.wait(timeout=5) == 0
+    assert not any(p.alive() for p in state.processes)
+    assert labnet.leftovers(state.prefix) == []
 
 
 # ---- the real command -------------------------------------------------------------------------
