@@ -91,6 +91,10 @@ def parser() -> argparse.ArgumentParser:
     cm.add_argument("--node-monitor-grace-period", type=float, default=50.0)
     cm.add_argument("--pod-eviction-timeout", type=float, default=300.0)
     cm.set_defaults(func=_controller_manager)
+
+    from switchboard import lab
+
+    lab.add_commands(sub)
     return p
 
 

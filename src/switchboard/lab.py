@@ -29,16 +29,12 @@ returns and the processes run on in the background; otherwise it stays in
 the foreground, keeps the routes in step with the Nodes' podCIDRs, and
 removes everything on Ctrl-C, SIGTERM, SIGHUP or when a component exits.
 
-`down` finds what a run left from `DIR/lab.json`, written before anything
-is created and updated as each process starts (pid, start time, argv), and
-from the lab's prefix, which is derived from DIR, so it also cleans up
-after a crash at any point: it ends the foreground `up` if one is running,
-then the recorded processes — only those that are still the processes it
-started (same start time and command line in /proc) — then any process left
-inside the lab's namespaces (pods), and removes the host link, every
-namespace with the prefix, `DIR/kubeconfig` and `DIR/lab.json`. The
-apiserver's data and the logs stay in DIR; the next `up` from the same DIR
-finds the cluster's objects again.
+`down` (`labstate.teardown`) finds what a run left from `DIR/lab.json`,
+written before anything is created and updated as each process starts,
+and from the lab's prefix, which is derived from DIR, so it also cleans up
+after a crash at any point. The apiserver's data, the agents' state and
+the logs stay in DIR; the next `up` from the same DIR finds the cluster's
+objects again. docs/lab.md has the whole picture.
 
 Errors::
 
@@ -51,7 +47,6 @@ import argparse
 import asyncio
 import contextlib
 import ipaddress
-import json
 import os
 import shutil
 import signal
@@ -59,30 +54,25 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TextIO, TypeVar
 
-from switchboard import labnet
+from switchboard import labnet, labstate
 from switchboard.api import kinds
 from switchboard.api.kinds import Obj
 from switchboard.client import errors, rest
 
-STATE_FILE = "lab.json"
-KUBECONFIG = "kubeconfig"
 DEFAULT_DATA_DIR = "lab"
 DEFAULT_NODES = 2
 READY_TIMEOUT = 180.0  # seconds for the whole cluster to come up
-STOP_TIMEOUT = 10.0  # seconds a process has after SIGTERM before SIGKILL
-SUPERVISOR_TIMEOUT = 60.0  # seconds a foreground `up` has to tear down when `down` asks
 APISERVER_TIMEOUT = 30.0
 ROUTE_RESYNC = 5.0  # seconds between checks of podCIDRs while in the foreground
 POD_CIDR = "10.244.0.0/16"  # cut into a /24 per node by the controller-manager
 SERVICE_CIDR = "10.96.0.0/16"
 # The lab subnet must not overlap the cluster's own ranges.
 CLUSTER_RANGES = (ipaddress.IPv4Network(POD_CIDR), ipaddress.IPv4Network(SERVICE_CIDR))
-_STATE_VERSION = 1
 _T = TypeVar("_T")
 
 
@@ -152,98 +142,6 @@ class SwitchboardCommands:
         )
 
 
-# ---- processes and the state file ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Process:
-    """A process the lab started, recorded so `down` ends it and only it."""
-
-    role: str  # "apiserver", "controller-manager", "agent node-1", "up"
-    pid: int
-    start_time: int  # /proc/<pid>/stat field 22: with the pid, names one process for ever
-    argv: tuple[str, ...]
-
-    @classmethod
-    def of(cls, role: str, pid: int) -> Process | None:
-        """The record of running process `pid` as /proc shows it, or None if it is gone.
-
-        Only for a process well past its exec; see `_Lab._spawn`.
-        """
-        seen = _proc_identity(pid)
-        return None if seen is None else cls(role, pid, seen[0], seen[1])
-
-    def alive(self) -> bool:
-        """Whether `pid` still is this process (not a zombie, not a reused pid)."""
-        return _proc_identity(self.pid) == (self.start_time, self.argv)
-
-
-def _proc_identity(pid: int) -> tuple[int, tuple[str, ...]] | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
-    if fields[0] in ("Z", "X"):
-        return None  # exited; only its parent's wait is missing
-    argv = tuple(a.decode(errors="replace") for a in cmdline.split(b"\0")[:-1])
-    return int(fields[19]), argv
-
-
-@dataclass(slots=True)
-class State:
-    """DIR/lab.json: what this lab is and which processes it runs."""
-
-    data_dir: Path
-    prefix: str
-    layout: labnet.Layout | None = None
-    processes: list[Process] = field(default_factory=list)
-    supervisor: Process | None = None  # a foreground `up`, which tears down itself
-
-    @property
-    def path(self) -> Path:
-        return self.data_dir / STATE_FILE
-
-    def save(self) -> None:
-        doc = {
-            "version": _STATE_VERSION,
-            "dataDir": str(self.data_dir),
-            "prefix": self.prefix,
-            "network": self.layout.to_json() if self.layout else None,
-            "processes": [_process_json(p) for p in self.processes],
-            "supervisor": _process_json(self.supervisor) if self.supervisor else None,
-        }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(self.path)
-
-    @classmethod
-    def load(cls, data_dir: Path) -> State | None:
-        """The state of the lab in `data_dir`, or None if there is none or it is unreadable."""
-        try:
-            doc = json.loads((data_dir / STATE_FILE).read_text())
-            network = doc.get("network")
-            supervisor = doc.get("supervisor")
-            return cls(
-                data_dir,
-                str(doc["prefix"]),
-                labnet.Layout.from_json(network) if network else None,
-                [_process_from(p) for p in doc.get("processes") or []],
-                _process_from(supervisor) if supervisor else None,
-            )
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-
-def _process_json(process: Process) -> dict[str, Any]:
-    return asdict(process) | {"argv": list(process.argv)}
-
-
-def _process_from(doc: Mapping[str, Any]) -> Process:
-    return Process(str(doc["role"]), int(doc["pid"]), int(doc["start_time"]), tuple(doc["argv"]))
-
-
 # ---- up --------------------------------------------------------------------------------------
 
 
@@ -270,7 +168,7 @@ def up(
         return 2
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    prior = State.load(data_dir)
+    prior = labstate.State.load(data_dir)
     running = _running(prior) if prior is not None else []
     if running:
         print(
@@ -283,7 +181,7 @@ def up(
     prefix = labnet.prefix_for(data_dir)
     if prior is not None or labnet.leftovers(prefix):
         print(f"removing what an earlier lab in {data_dir} left behind", file=stream)
-        problems = teardown(data_dir)
+        problems = labstate.teardown(data_dir)
         if problems:
             print(f"switchboard up: could not remove it: {'; '.join(problems)}", file=stream)
             return 1
@@ -291,7 +189,7 @@ def up(
     return asyncio.run(lab.run(nodes, detach, timeout))
 
 
-def _running(state: State) -> list[Process]:
+def _running(state: labstate.State) -> list[labstate.Process]:
     candidates = [*state.processes, *([state.supervisor] if state.supervisor else [])]
     return [p for p in candidates if p.alive()]
 
@@ -303,14 +201,14 @@ class _Lab:
         self.data_dir = data_dir
         self.commands = commands
         self.out = out
-        self.state = State(data_dir, prefix)
+        self.state = labstate.State(data_dir, prefix)
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.pod_cidrs: dict[str, str] = {}
         self._ready = False
         self._made_anything = False  # from here on, a failure must remove what was made
         self._previous_handlers: dict[signal.Signals, Any] = {}
         self.apiserver_dir = data_dir / "apiserver"
-        self.kubeconfig = self.apiserver_dir / KUBECONFIG
+        self.kubeconfig = self.apiserver_dir / labstate.KUBECONFIG
         self.logs = data_dir / "logs"
 
     async def run(self, nodes: int, detach: bool, ready_within: float) -> int:
@@ -324,7 +222,7 @@ class _Lab:
             if detach:
                 left_running = True
                 return 0
-            self.state.supervisor = Process.of("up", os.getpid())
+            self.state.supervisor = labstate.Process.of("up", os.getpid())
             self.state.save()
             await self._supervise()
             return 1  # a component exited; _supervise said which
@@ -377,7 +275,7 @@ class _Lab:
             file=self.out,
         )
         self.logs.mkdir(exist_ok=True)
-        for stale in (self.data_dir / KUBECONFIG, self.kubeconfig):  # an earlier run's
+        for stale in (self.data_dir / labstate.KUBECONFIG, self.kubeconfig):  # an earlier run's
             with contextlib.suppress(FileNotFoundError):
                 stale.unlink()
         self._spawn("apiserver", self.commands.apiserver(self.apiserver_dir))
@@ -389,8 +287,8 @@ class _Lab:
             self._spawn(f"agent {node.name}", self.commands.agent(self.kubeconfig, node, node_dir))
         print(f"waiting for {nodes} node(s) to be Ready", file=self.out)
         await self._wait_until_ready(layout, deadline)
-        shutil.copyfile(self.kubeconfig, self.data_dir / KUBECONFIG)
-        os.chmod(self.data_dir / KUBECONFIG, 0o600)
+        shutil.copyfile(self.kubeconfig, self.data_dir / labstate.KUBECONFIG)
+        os.chmod(self.data_dir / labstate.KUBECONFIG, 0o600)
         self._ready = True
 
     def _make_network(self, nodes: int) -> labnet.Layout:
@@ -422,12 +320,10 @@ class _Lab:
                 cwd=self.data_dir,
             )
         self.children[role] = child
-        # Recorded with the argv given, not read back: for a moment after exec the
-        # kernel still shows an empty command line.
-        seen = _proc_identity(child.pid)
-        if seen is None:
+        record = labstate.Process.started(role, child.pid, argv)
+        if record is None:
             raise LabError(f"the {role} exited at once; see {self.logs / log_name}")
-        self.state.processes.append(Process(role, child.pid, seen[0], tuple(argv)))
+        self.state.processes.append(record)
         self.state.save()
 
     def _check_children(self) -> None:
@@ -491,7 +387,7 @@ class _Lab:
                 await asyncio.sleep(0.2)
 
     def _teardown(self) -> None:
-        problems = teardown(self.data_dir, self.children)
+        problems = labstate.teardown(self.data_dir, self.children)
         for problem in problems:
             print(f"switchboard up: could not remove {problem}", file=self.out)
         print("the lab is gone" if not problems else "run `switchboard down`", file=self.out)
@@ -499,7 +395,7 @@ class _Lab:
     def _print_usage(self, detach: bool) -> None:
         layout = self.state.layout
         assert layout is not None
-        kubeconfig = self.data_dir / KUBECONFIG
+        kubeconfig = self.data_dir / labstate.KUBECONFIG
         width = max(len(n.name) for n in layout.nodes)
         rows = "\n".join(
             f"  {n.name:<{width}}  {n.ip:<15}  podCIDR {self.pod_cidrs.get(n.name, '-'):<18}"
@@ -593,135 +489,19 @@ def down(data_dir: Path, *, out: TextIO | None = None) -> int:
         print("switchboard down: removing network namespaces needs root", file=stream)
         return 2
     data_dir = data_dir.resolve()
-    state = State.load(data_dir)
+    state = labstate.State.load(data_dir)
     prefix = state.prefix if state is not None else labnet.prefix_for(data_dir)
     found = labnet.leftovers(prefix)
-    if state is None and not found and not (data_dir / KUBECONFIG).exists():
+    if state is None and not found and not (data_dir / labstate.KUBECONFIG).exists():
         print(f"no lab in {data_dir}", file=stream)
         return 0
-    problems = teardown(data_dir)
+    problems = labstate.teardown(data_dir)
     for problem in problems:
         print(f"switchboard down: could not remove {problem}", file=stream)
     if problems:
         return 1
     print(f"lab {prefix} removed", file=stream)
     return 0
-
-
-def teardown(
-    data_dir: Path, children: Mapping[str, subprocess.Popen[bytes]] | None = None
-) -> list[str]:
-    """End the lab's processes and remove its network and kubeconfig; what could not go.
-
-    `children` are the Popen handles of a foreground `up`, reaped at the end.
-    """
-    state = State.load(data_dir)
-    prefix = state.prefix if state is not None else labnet.prefix_for(data_dir)
-    pod_namespaces: list[str] = []
-    if state is not None:
-        supervisor = state.supervisor
-        if supervisor is not None and supervisor.pid != os.getpid() and supervisor.alive():
-            # A foreground `up` removes its lab itself; give it the time to.
-            os.kill(supervisor.pid, signal.SIGTERM)
-            _wait_gone([supervisor], SUPERVISOR_TIMEOUT)
-        agents = [p for p in state.processes if p.role.startswith("agent")]
-        others = [p for p in state.processes if not p.role.startswith("agent")]
-        # Agents leave their pods running (for the next agent to adopt): note them
-        # and their network namespaces, whatever those are called, before the agents go.
-        pods = _descendants(agents)
-        pod_namespaces = _namespaces_of(pods)
-        _stop(agents)
-        for process in reversed(others):  # the controller-manager, then the apiserver
-            _stop([process])
-        _stop_pids(p.pid for p in pods if p.alive())
-    _stop_pids(labnet.pids_inside(prefix))
-    problems = labnet.destroy(prefix, also=pod_namespaces)
-    for child in (children or {}).values():
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=1)
-    remaining = labnet.leftovers(prefix)
-    if remaining and not problems:
-        problems = [f"{what} (still there after removing it)" for what in remaining]
-    with contextlib.suppress(FileNotFoundError):
-        (data_dir / KUBECONFIG).unlink()
-    if not problems:
-        with contextlib.suppress(FileNotFoundError):
-            (data_dir / STATE_FILE).unlink()
-    return problems
-
-
-def _descendants(processes: Sequence[Process]) -> list[Process]:
-    """Every live process descended from one of `processes` (which are checked to be ours)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(parent, []).append(int(entry))
-    found: list[Process] = []
-    todo = [p.pid for p in processes if p.alive()]
-    while todo:
-        for pid in children.get(todo.pop(), []):
-            record = Process.of("pod", pid)
-            if record is not None:
-                found.append(record)
-                todo.append(pid)
-    return found
-
-
-def _namespaces_of(processes: Iterable[Process]) -> list[str]:
-    """The named network namespaces `processes` are in, other than this process's own."""
-    own = labnet.netns_id(os.getpid())
-    ids = {labnet.netns_id(p.pid) for p in processes} - {own, None}
-    return sorted(name for name, ns in labnet.named_namespaces().items() if ns in ids)
-
-
-def _stop(processes: Sequence[Process]) -> None:
-    """SIGTERM each process that still is ours (and its process group), then SIGKILL."""
-    ours = [p for p in processes if p.alive()]
-    for process in ours:
-        _signal_group(process.pid, signal.SIGTERM)
-    left = _wait_gone(ours, STOP_TIMEOUT)
-    for process in left:
-        if process.alive():
-            _signal_group(process.pid, signal.SIGKILL)
-    _wait_gone(left, STOP_TIMEOUT)
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    # Each component leads a session of its own (start_new_session), so its group
-    # holds exactly what it started outside the lab's namespaces.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-
-
-def _stop_pids(pids: Iterable[int]) -> None:
-    """End processes found inside the lab's namespaces (pods): SIGTERM, then SIGKILL."""
-    records = [r for pid in pids if (r := Process.of("pod", pid)) is not None]
-    for record in records:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(record.pid, signal.SIGTERM)
-    for record in _wait_gone(records, STOP_TIMEOUT):
-        if record.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(record.pid, signal.SIGKILL)
-
-
-def _wait_gone(processes: Sequence[Process], timeout: float) -> list[Process]:
-    """Wait until none of `processes` is alive; those still alive after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = [p for p in processes if p.alive()]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.05)
 
 
 # ---- command line ----------------------------------------------------------------------------

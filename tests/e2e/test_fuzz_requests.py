@@ -31,7 +31,7 @@ from urllib.parse import quote, urlencode
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.apiserver_process import ApiServer, Reply, running_apiserver
@@ -393,22 +393,6 @@ _ALIAS_BOMB = b"a0: &a0 [x, x, x, x]\n" + b"".join(
 )
 
 
-def _is_nameless_namespace(kind: Kind, body: bytes) -> bool:
-    """A Namespace body naming neither name nor generateName: a known 500, see the xfail below."""
-    if kind.plural != "namespaces":
-        return False
-    try:
-        obj = yaml.safe_load(body)
-    except Exception:  # anything YAML cannot read is not this case
-        return False
-    if not isinstance(obj, dict):
-        return False
-    meta = obj.get("metadata")
-    return meta is None or (
-        isinstance(meta, dict) and not meta.get("name") and not meta.get("generateName")
-    )
-
-
 @FUZZ
 @given(kind=kinds, body=bodies, content_type=content_types)
 @example(kind=KINDS["services"], body=b"- a", content_type="application/yaml")
@@ -437,15 +421,9 @@ def _is_nameless_namespace(kind: Kind, body: bytes) -> bool:
 def test_any_body_posted_to_a_collection_is_answered_with_a_status_and_rejected_cleanly(
     apiserver: ApiServer, kind: Kind, body: bytes, content_type: str
 ) -> None:
-    assume(not _is_nameless_namespace(kind, body))
     send(apiserver, kind, "POST", kind.collection, body, {"Content-Type": content_type})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Namespace defaulting reads metadata.name before validation requires it (KeyError); "
-    "when this passes, drop the assume() on _is_nameless_namespace",
-)
 def test_a_namespace_without_a_name_is_invalid_not_a_server_error(apiserver: ApiServer) -> None:
     kind = KINDS["namespaces"]
     reply = send(
@@ -669,8 +647,6 @@ def test_a_null_in_a_known_field_counts_as_absent(
     apiserver: ApiServer, field: tuple[str, tuple[str | int, ...]], how: str, suffix: str
 ) -> None:
     plural, path = field
-    # A known 500, pinned by the xfail test below.
-    assume(not (how == "patch" and field == ("pods", ("spec", "containers", 0))))
     kind = KINDS[plural]
     headers = {"Content-Type": "application/json"}
     if how == "patch":
@@ -693,11 +669,6 @@ def test_a_null_in_a_known_field_counts_as_absent(
         assert _content(reply.json()) == _content(twin.json())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the pod update check reads every container as an object (AttributeError on "
-    "null); when this passes, drop the assume() in the property above",
-)
 def test_a_pod_update_with_a_null_container_is_invalid_not_a_server_error(
     apiserver: ApiServer,
 ) -> None:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
-import os
 import secrets
 import signal
 import subprocess
@@ -93,10 +93,10 @@ class Node:
             "heartbeat_interval": 1.0,
         }
 
-    def start(self) -> None:
+    def start(self, **extra: Any) -> None:
         """Run the agent in this process, as a task of the test's event loop."""
         self.task = asyncio.get_running_loop().create_task(
-            main.run(self.server.kubeconfig, self.name, **self.options())
+            main.run(self.server.kubeconfig, self.name, **self.options(), **extra)
         )
 
     async def stop(self) -> None:
@@ -192,17 +192,17 @@ async def namespace(client: rest.Client) -> str:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]], timeout: float = 20.0, every: float = 0.1
+    check: Callable[[], Awaitable[Any]], within: float = 20.0, every: float = 0.1
 ) -> Any:
-    """The first truthy result of `check`, retried until `timeout`; fails with the last one."""
-    deadline = time.monotonic() + timeout
+    """The first truthy result of `check`, retried for `within` seconds; fails with the last one."""
+    deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
         last = await check()
         if last:
             return last
         await asyncio.sleep(every)
-    raise AssertionError(f"not within {timeout}s; last seen: {last!r}")
+    raise AssertionError(f"not within {within}s; last seen: {last!r}")
 
 
 def pod_manifest(
@@ -245,17 +245,17 @@ def condition(pod: Any, kind: str) -> str | None:
 
 
 async def until_phase(
-    client: rest.Client, namespace: str, name: str, phase: str, timeout: float = 20.0
+    client: rest.Client, namespace: str, name: str, phase: str, within: float = 20.0
 ) -> Any:
     async def check() -> Any:
         pod = await get_pod(client, namespace, name)
         return pod if pod.get("status", {}).get("phase") == phase else None
 
-    return await eventually(check, timeout)
+    return await eventually(check, within)
 
 
 async def until_ready(
-    client: rest.Client, namespace: str, name: str, ready: bool = True, timeout: float = 20.0
+    client: rest.Client, namespace: str, name: str, ready: bool = True, within: float = 20.0
 ) -> Any:
     want = "True" if ready else "False"
 
@@ -263,10 +263,10 @@ async def until_ready(
         pod = await get_pod(client, namespace, name)
         return pod if condition(pod, "Ready") == want else None
 
-    return await eventually(check, timeout)
+    return await eventually(check, within)
 
 
-async def until_gone(client: rest.Client, namespace: str, name: str, timeout: float = 20.0) -> None:
+async def until_gone(client: rest.Client, namespace: str, name: str, within: float = 20.0) -> None:
     async def check() -> bool:
         try:
             await get_pod(client, namespace, name)
@@ -274,7 +274,7 @@ async def until_gone(client: rest.Client, namespace: str, name: str, timeout: fl
             return True
         return False
 
-    await eventually(check, timeout)
+    await eventually(check, within)
 
 
 async def events_of(client: rest.Client, namespace: str, name: str) -> list[tuple[str, str]]:
@@ -328,7 +328,7 @@ async def test_the_node_registers_ready_with_its_addresses_and_capacity_and_hear
         again = await client.get(kinds.LEASES, "kube-node-lease", node.name)
         return bool(again["spec"]["renewTime"] != lease["spec"]["renewTime"])
 
-    await eventually(renewed, timeout=5)
+    await eventually(renewed, within=5)
 
     await node.stop()
     stopped = await client.get(kinds.NODES, None, node.name)
@@ -403,6 +403,10 @@ async def test_a_pod_runs_in_its_own_namespace_with_an_ip_from_the_pod_cidr(
     assert fetch(netlab, pod_netns, f"http://{status['podIP']}:8080/hostname") == "web"
     reasons = [reason for reason, _ in await events_of(client, namespace, "web")]
     assert {"Pulled", "Created", "Started"} <= set(reasons)
+    # A pod that is doing fine costs the API nothing.
+    await asyncio.sleep(2)
+    again = await get_pod(client, namespace, "web")
+    assert again["metadata"]["resourceVersion"] == pod["metadata"]["resourceVersion"]
 
 
 async def test_readiness_follows_the_probes_and_a_failed_liveness_probe_restarts(
@@ -419,6 +423,7 @@ async def test_readiness_follows_the_probes_and_a_failed_liveness_probe_restarts
         "ports": [{"name": "http", "containerPort": 8080}],
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1},
         "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+        "startupProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1, "failureThreshold": 30},
     }
     gate = shell(
         "gate",
@@ -440,7 +445,8 @@ async def test_readiness_follows_the_probes_and_a_failed_liveness_probe_restarts
         namespace,
         pod_manifest(node, "probed", [web, gate], terminationGracePeriodSeconds=1),
     )
-    await until_ready(client, namespace, "probed")
+    pod = await until_ready(client, namespace, "probed")
+    assert container(pod, "web")["started"] is True
 
     ready_file.unlink()
     pod = await until_ready(client, namespace, "probed", ready=False)
@@ -476,13 +482,13 @@ async def test_a_crashing_container_is_restarted_with_growing_back_off(
         statuses = pod.get("status", {}).get("containerStatuses") or []
         return pod if statuses and statuses[0]["restartCount"] >= 3 else None
 
-    pod = await eventually(restarted_thrice, timeout=30)
+    pod = await eventually(restarted_thrice, within=30)
     status = container(pod, "crasher")
     assert status["lastState"]["terminated"]["exitCode"] == 3
     assert status["lastState"]["terminated"]["reason"] == "Error"
     assert pod["status"]["phase"] == "Running"  # restartPolicy Always: it keeps coming back
     times = [float(t) for t in starts.read_text().split()]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # Immediate first restart, then BACKOFF, 2 × BACKOFF, ...
     assert gaps[1] >= BACKOFF * 0.9 and gaps[2] >= 2 * BACKOFF * 0.9, gaps
 
@@ -491,7 +497,7 @@ async def test_a_crashing_container_is_restarted_with_growing_back_off(
         waiting = container(pod, "crasher")["state"].get("waiting") or {}
         return waiting if waiting.get("reason") == "CrashLoopBackOff" else None
 
-    waiting = await eventually(backing_off, timeout=30, every=0.05)
+    waiting = await eventually(backing_off, within=30, every=0.05)
     assert "restarting failed container=crasher" in waiting["message"]
     assert (
         "BackOff",
@@ -526,6 +532,66 @@ async def test_restart_policy_never_fails_the_pod_with_the_exit_code(
 
 async def _false_async(value: bool) -> bool:
     return not value
+
+
+async def test_restart_policy_on_failure_restarts_until_the_container_succeeds(
+    node: Node, client: rest.Client, namespace: str, tmp_path: Path
+) -> None:
+    node.start()
+    flag = tmp_path / "second-try"
+    flaky = shell("flaky", f"if [ -e {flag} ]; then exit 0; fi; touch {flag}; exit 1")
+    await create_pod(
+        client, namespace, pod_manifest(node, "flaky", [flaky], restartPolicy="OnFailure")
+    )
+
+    pod = await until_phase(client, namespace, "flaky", "Succeeded")
+
+    status = container(pod, "flaky")
+    assert status["restartCount"] == 1
+    assert status["state"]["terminated"]["reason"] == "Completed"
+    assert status["lastState"]["terminated"]["exitCode"] == 1
+
+
+async def test_the_kubelet_api_hook_gets_the_runtime_which_finds_logs_and_execs_in_pods(
+    node: Node, client: rest.Client, namespace: str, tmp_path: Path
+) -> None:
+    handed: asyncio.Future[runtime.Runtime] = asyncio.get_running_loop().create_future()
+
+    async def kubelet_api(pods: runtime.Runtime) -> None:
+        handed.set_result(pods)
+        await asyncio.Event().wait()  # a server would serve here until cancelled
+
+    node.start(kubelet_api=kubelet_api)
+    count = tmp_path / "count"
+    script = (
+        f"n=$(cat {count} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {count}; "
+        'echo "run $n"; [ $n -ge 2 ] || exit 1; exec sleep 1000'
+    )
+    await create_pod(client, namespace, pod_manifest(node, "talker", [shell("app", script)]))
+    pod = await until_ready(client, namespace, "talker")
+    assert container(pod, "app")["restartCount"] == 1
+    pods = await asyncio.wait_for(handed, 5)
+
+    current = pods.log_path(namespace, "talker", "app")
+    previous = pods.log_path(namespace, "talker", "app", previous=True)
+    assert current is not None and current.read_text() == "run 2\n"
+    assert previous is not None and previous.read_text() == "run 1\n"
+    assert pods.log_path(namespace, "talker", "nope") is None
+    assert pods.log_path(namespace, "nobody", "app") is None
+
+    argv, env = pods.exec_argv(
+        namespace, "talker", "app", ["sh", "-c", "hostname; cat /proc/net/fib_trie"]
+    )
+    done = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output = (await done.communicate())[0].decode()
+    assert done.returncode == 0, output
+    assert output.splitlines()[0] == "talker"
+    assert pod["status"]["podIP"] in output  # the pod's own network namespace
+    assert env["HOSTNAME"] == "talker"
+    with pytest.raises(runtime.PodNotFound):
+        pods.exec_argv(namespace, "nobody", "app", ["true"])
 
 
 async def test_a_container_gets_its_env_downward_api_working_dir_hostname_and_dns(
@@ -658,7 +724,7 @@ async def test_deleting_a_pod_sends_sigterm_and_removes_it_once_its_processes_ar
     pid = int((tmp_path / "pid").read_text())
 
     await client.delete(kinds.PODS, namespace, "graceful", grace_period_seconds=30)
-    await until_gone(client, namespace, "graceful", timeout=10)
+    await until_gone(client, namespace, "graceful", within=10)
 
     assert seen.read_text() == "TERM\n"
     assert not alive(pid)
@@ -679,10 +745,10 @@ async def test_a_pod_that_ignores_sigterm_shows_terminating_until_killed_after_i
 
     asked = time.monotonic()
     await client.delete(kinds.PODS, namespace, "stubborn", grace_period_seconds=2)
-    terminating = await until_ready(client, namespace, "stubborn", ready=False, timeout=5)
+    terminating = await until_ready(client, namespace, "stubborn", ready=False, within=5)
     assert terminating["metadata"]["deletionTimestamp"]
     assert alive(pid)
-    await until_gone(client, namespace, "stubborn", timeout=15)
+    await until_gone(client, namespace, "stubborn", within=15)
 
     assert time.monotonic() - asked >= 1.5
     assert not alive(pid)
@@ -733,3 +799,49 @@ async def test_an_agent_killed_and_started_again_adopts_its_running_pods(
     await until_gone(client, namespace, "survivor")
     assert (tmp_path / "signal").read_text() == "TERM\n"
     assert not alive(pid)
+
+    # Stopped properly, the agent says its node is not ready before it goes.
+    node.process.send_signal(signal.SIGTERM)
+    assert node.process.wait(timeout=15) == 0
+    stopped = await client.get(kinds.NODES, None, node.name)
+    assert condition(stopped, "Ready") == "False"
+
+
+async def test_pods_deleted_while_the_agent_was_down_are_stopped_when_it_returns(
+    node: Node, client: rest.Client, namespace: str, tmp_path: Path
+) -> None:
+    node.spawn()
+    uids, pids = {}, {}
+    for name in ("forced", "graceful"):
+        script = (
+            f"echo $$$$ > {tmp_path}/{name}.pid; trap 'echo TERM > {tmp_path}/{name}.signal; "
+            "exit 0' TERM; while :; do sleep 0.1; done"
+        )
+        created = await create_pod(
+            client, namespace, pod_manifest(node, name, [shell("c", script)])
+        )
+        uids[name] = created["metadata"]["uid"]
+    for name in uids:
+        await until_ready(client, namespace, name)
+        pids[name] = int((tmp_path / f"{name}.pid").read_text())
+    assert node.process is not None
+    node.process.send_signal(signal.SIGKILL)
+    node.process.wait()
+
+    await client.delete(kinds.PODS, namespace, "forced", grace_period_seconds=0)
+    await client.delete(kinds.PODS, namespace, "graceful", grace_period_seconds=30)
+    await until_gone(client, namespace, "forced")
+    waiting = await get_pod(client, namespace, "graceful")
+    assert waiting["metadata"]["deletionTimestamp"]  # nobody has confirmed it stopped yet
+    node.spawn()
+
+    await until_gone(client, namespace, "graceful")
+
+    async def stopped() -> bool:
+        return not any(alive(pid) for pid in pids.values())
+
+    await eventually(stopped)
+    for name, uid in uids.items():
+        assert (tmp_path / f"{name}.signal").read_text() == "TERM\n"
+        assert node.pod_netns_prefix + uid not in netns.listnetns()
+    assert runtime.Runtime(node.data_dir).recover() == {}

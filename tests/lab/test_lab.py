@@ -36,7 +36,7 @@ import yaml
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from switchboard import lab, labnet
+from switchboard import lab, labnet, labstate
 from switchboard.api import kinds
 from switchboard.api.kinds import Obj
 from switchboard.client import rest
@@ -110,7 +110,7 @@ def lab_dir(lab_available: None, tmp_path: Path) -> Iterator[Path]:
     try:
         yield data_dir
     finally:
-        problems = lab.teardown(data_dir)
+        problems = labstate.teardown(data_dir)
         left = labnet.leftovers(labnet.prefix_for(data_dir))
     assert not problems and not left, f"the lab left {problems or left} behind"
 
@@ -120,7 +120,7 @@ def make_network(data_dir: Path, nodes: int = 2) -> labnet.Layout:
         routes, addresses = labnet.host_networks()
         subnet = labnet.choose_subnet(routes, addresses, avoid=lab.CLUSTER_RANGES)
         layout = labnet.plan(labnet.prefix_for(data_dir), nodes, subnet)
-        lab.State(data_dir.resolve(), layout.prefix, layout).save()
+        labstate.State(data_dir.resolve(), layout.prefix, layout).save()
         labnet.create(layout)
     return layout
 
@@ -179,10 +179,10 @@ def host_state() -> tuple[set[str], set[tuple[int, str, int, str]], set[str]]:
     return set(names.values()), routes, addresses
 
 
-def record(role: str, pid: int) -> lab.Process:
+def record(role: str, pid: int) -> labstate.Process:
     """The lab's record of a running process, once it shows its command line."""
     deadline = time.monotonic() + 20
-    while (found := lab.Process.of(role, pid)) is None or not found.argv:
+    while (found := labstate.Process.of(role, pid)) is None or not found.argv:
         assert time.monotonic() < deadline, f"process {pid} did not start"
         time.sleep(0.05)
     return found
@@ -290,7 +290,7 @@ def test_destroy_removes_the_lab_even_with_processes_inside(
     inside = processes.spawn(["sleep", "300"], layout.nodes[0].netns)
     wait_inside(layout.prefix, inside.pid)
 
-    lab._stop_pids(labnet.pids_inside(layout.prefix))
+    labstate.stop_pids(labnet.pids_inside(layout.prefix))
     assert labnet.destroy(layout.prefix) == []
     assert inside.wait(timeout=5) == -signal.SIGTERM
     assert labnet.leftovers(layout.prefix) == []
@@ -308,13 +308,13 @@ def test_down_after_a_crash_ends_what_the_lab_started_and_removes_its_network(
     pod = processes.spawn(["sleep", "301"], layout.nodes[1].netns)
     stranger = processes.spawn(["sleep", "302"])  # its pid is recorded, but it is not ours
     wait_inside(layout.prefix, pod.pid)
-    state = lab.State.load(lab_dir.resolve())
+    state = labstate.State.load(lab_dir.resolve())
     assert state is not None
     recorded = record("apiserver", component.pid)
     impostor = record("agent node-1", stranger.pid)
-    state.processes = [recorded, lab.Process(impostor.role, impostor.pid, 1, impostor.argv)]
+    state.processes = [recorded, labstate.Process(impostor.role, impostor.pid, 1, impostor.argv)]
     state.save()
-    (lab_dir / lab.KUBECONFIG).write_text("stale")
+    (lab_dir / labstate.KUBECONFIG).write_text("stale")
 
     out = io.StringIO()
     assert lab.down(lab_dir, out=out) == 0, out.getvalue()
@@ -323,14 +323,14 @@ def test_down_after_a_crash_ends_what_the_lab_started_and_removes_its_network(
     assert pod.wait(timeout=5) is not None
     assert stranger.poll() is None
     assert labnet.leftovers(layout.prefix) == []
-    assert not (lab_dir / lab.KUBECONFIG).exists()
-    assert not (lab_dir / lab.STATE_FILE).exists()
+    assert not (lab_dir / labstate.KUBECONFIG).exists()
+    assert not (lab_dir / labstate.STATE_FILE).exists()
     assert f"lab {layout.prefix} removed" in out.getvalue()
 
 
 def test_down_finds_the_lab_by_its_prefix_without_a_state_file(lab_dir: Path) -> None:
     layout = make_network(lab_dir)
-    (lab_dir / lab.STATE_FILE).unlink()
+    (lab_dir / labstate.STATE_FILE).unlink()
     assert lab.down(lab_dir, out=io.StringIO()) == 0
     assert labnet.leftovers(layout.prefix) == []
 
@@ -366,7 +366,7 @@ def api_nodes(data_dir: Path) -> dict[str, Obj]:
     """The lab's Nodes by name, as the API returns them."""
 
     async def read() -> dict[str, Obj]:
-        async with rest.Client.from_kubeconfig(data_dir / lab.KUBECONFIG) as client:
+        async with rest.Client.from_kubeconfig(data_dir / labstate.KUBECONFIG) as client:
             items, _ = await client.list_all(kinds.NODES)
         return {str(n["metadata"]["name"]): n for n in items}
 
@@ -379,7 +379,7 @@ def addresses(node: Obj) -> dict[str, str]:
 
 def kubectl(data_dir: Path, *args: str) -> str:
     done = subprocess.run(
-        ["kubectl", "--kubeconfig", str(data_dir / lab.KUBECONFIG), *args],
+        ["kubectl", "--kubeconfig", str(data_dir / labstate.KUBECONFIG), *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -393,7 +393,7 @@ def test_up_makes_a_ready_lab_that_kubectl_sees_and_down_removes_it(lab_dir: Pat
     out = io.StringIO()
     code = lab.up(2, lab_dir, detach=True, timeout=60, commands=FakeCommands(), out=out)
     assert code == 0, out.getvalue()
-    state = lab.State.load(lab_dir.resolve())
+    state = labstate.State.load(lab_dir.resolve())
     assert state is not None and state.layout is not None
     layout = state.layout
     assert [p.role for p in state.processes] == [
@@ -402,12 +402,10 @@ def test_up_makes_a_ready_lab_that_kubectl_sees_and_down_removes_it(lab_dir: Pat
         "agent node-1",
         "agent node-2",
     ]
-    assert all(p.alive() for p in state.processes), [
-        (p, lab._proc_identity(p.pid)) for p in state.processes
-    ]
-    assert f"export KUBECONFIG={lab_dir.resolve() / lab.KUBECONFIG}" in out.getvalue()
+    assert all(p.alive() for p in state.processes)
+    assert f"export KUBECONFIG={lab_dir.resolve() / labstate.KUBECONFIG}" in out.getvalue()
 
-    config = yaml.safe_load((lab_dir / lab.KUBECONFIG).read_text())
+    config = yaml.safe_load((lab_dir / labstate.KUBECONFIG).read_text())
     assert config["clusters"][0]["cluster"]["server"].startswith("http://127.0.0.1:")
     nodes = api_nodes(lab_dir)
     assert {name: addresses(node)["InternalIP"] for name, node in nodes.items()} == {
@@ -431,13 +429,13 @@ def test_up_makes_a_ready_lab_that_kubectl_sees_and_down_removes_it(lab_dir: Pat
     assert lab.down(lab_dir, out=io.StringIO()) == 0
     assert not any(p.alive() for p in state.processes)
     assert labnet.leftovers(layout.prefix) == []
-    assert not (lab_dir / lab.KUBECONFIG).exists()
+    assert not (lab_dir / labstate.KUBECONFIG).exists()
 
 
 def test_down_cleans_up_after_every_process_of_the_lab_was_killed(lab_dir: Path) -> None:
     out = io.StringIO()
     assert lab.up(1, lab_dir, detach=True, timeout=60, commands=FakeCommands(), out=out) == 0
-    state = lab.State.load(lab_dir.resolve())
+    state = labstate.State.load(lab_dir.resolve())
     assert state is not None and state.layout is not None
     for process in state.processes:  # all started by this test, through `up`
         os.kill(process.pid, signal.SIGKILL)
@@ -458,8 +456,8 @@ def test_up_removes_everything_when_a_component_fails(lab_dir: Path) -> None:
     assert "the agent node-2 exited with 3" in out.getvalue()
     assert "failing on purpose" in out.getvalue()
     assert labnet.leftovers(labnet.prefix_for(lab_dir)) == []
-    assert not (lab_dir / lab.STATE_FILE).exists()
-    assert not (lab_dir / lab.KUBECONFIG).exists()
+    assert not (lab_dir / labstate.STATE_FILE).exists()
+    assert not (lab_dir / labstate.KUBECONFIG).exists()
 
 
 FOREGROUND_UP = """
@@ -482,7 +480,7 @@ def foreground_up(lab_dir: Path, processes: Processes) -> subprocess.Popen[bytes
     )
     processes.started.append(up)
     deadline = time.monotonic() + 90
-    while not (lab_dir / lab.KUBECONFIG).exists():
+    while not (lab_dir / labstate.KUBECONFIG).exists():
         assert up.poll() is None, f"up exited with {up.returncode}"
         assert time.monotonic() < deadline, "the lab was not Ready within 90s"
         time.sleep(0.1)
@@ -492,7 +490,7 @@ def foreground_up(lab_dir: Path, processes: Processes) -> subprocess.Popen[bytes
 def test_up_in_the_foreground_removes_its_lab_on_sigterm(
     lab_dir: Path, foreground_up: subprocess.Popen[bytes]
 ) -> None:
-    state = lab.State.load(lab_dir.resolve())
+    state = labstate.State.load(lab_dir.resolve())
     assert state is not None and state.supervisor is not None
     assert state.supervisor.pid == foreground_up.pid
 
@@ -500,13 +498,13 @@ def test_up_in_the_foreground_removes_its_lab_on_sigterm(
     assert foreground_up.wait(timeout=60) == 0
     assert not any(p.alive() for p in state.processes)
     assert labnet.leftovers(state.prefix) == []
-    assert not (lab_dir / lab.STATE_FILE).exists()
+    assert not (lab_dir / labstate.STATE_FILE).exists()
 
 
 def test_down_stops_a_foreground_up_which_removes_its_lab(
     lab_dir: Path, foreground_up: subprocess.Popen[bytes]
 ) -> None:
-    state = lab.State.load(lab_dir.resolve())
+    state = labstate.State.load(lab_dir.resolve())
     assert state is not None
     assert lab.down(lab_dir, out=io.StringIO()) == 0
     assert foreground_up.wait(timeout=5) == 0
@@ -544,7 +542,7 @@ def test_switchboard_up_and_down_as_commands(lab_dir: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    state = lab.State.load(lab_dir.resolve())
+    state = labstate.State.load(lab_dir.resolve())
     assert state is not None and state.layout is not None
     rows = kubectl(lab_dir, "get", "nodes", "-o", "wide", "--no-headers").splitlines()
     assert sorted(r.split()[0] for r in rows) == ["node-1", "node-2"]

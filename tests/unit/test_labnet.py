@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from switchboard import lab, labnet
+from switchboard import lab, labnet, labstate
 
 Net = ipaddress.IPv4Network
 Iface = ipaddress.IPv4Interface
@@ -108,16 +108,16 @@ def test_a_layout_survives_the_state_file() -> None:
 
 def test_the_state_file_records_the_network_and_the_processes(tmp_path: Path) -> None:
     layout = labnet.plan("sblabc123", 1, Net("172.31.255.0/24"))
-    process = lab.Process("apiserver", 4242, 123456, ("python", "-m", "switchboard.cli"))
-    lab.State(tmp_path, "sblabc123", layout, [process], supervisor=process).save()
-    loaded = lab.State.load(tmp_path)
-    assert loaded == lab.State(tmp_path, "sblabc123", layout, [process], supervisor=process)
+    process = labstate.Process("apiserver", 4242, 123456, ("python", "-m", "switchboard.cli"))
+    labstate.State(tmp_path, "sblabc123", layout, [process], supervisor=process).save()
+    loaded = labstate.State.load(tmp_path)
+    assert loaded == labstate.State(tmp_path, "sblabc123", layout, [process], supervisor=process)
 
 
 def test_an_unreadable_state_file_counts_as_none(tmp_path: Path) -> None:
-    assert lab.State.load(tmp_path) is None
-    (tmp_path / lab.STATE_FILE).write_text("{not json")
-    assert lab.State.load(tmp_path) is None
+    assert labstate.State.load(tmp_path) is None
+    (tmp_path / labstate.STATE_FILE).write_text("{not json")
+    assert labstate.State.load(tmp_path) is None
 
 
 def test_a_process_is_ours_only_while_its_pid_start_time_and_command_line_match() -> None:
@@ -126,10 +126,10 @@ def test_a_process_is_ours_only_while_its_pid_start_time_and_command_line_match(
         argv = (sys.executable, "-c", "import time; time.sleep(30)")
         seen = None
         while seen is None or not seen.argv:
-            seen = lab.Process.of("apiserver", child.pid)
+            seen = labstate.Process.of("apiserver", child.pid)
         assert seen.argv == argv and seen.alive()
-        assert not lab.Process("apiserver", child.pid, seen.start_time + 1, argv).alive()
-        assert not lab.Process("apiserver", child.pid, seen.start_time, ("other",)).alive()
+        assert not labstate.Process("apiserver", child.pid, seen.start_time + 1, argv).alive()
+        assert not labstate.Process("apiserver", child.pid, seen.start_time, ("other",)).alive()
     finally:
         child.kill()
         child.wait()
@@ -137,7 +137,7 @@ def test_a_process_is_ours_only_while_its_pid_start_time_and_command_line_match(
 
 
 def test_this_process_is_recorded_as_it_runs() -> None:
-    me = lab.Process.of("up", os.getpid())
+    me = labstate.Process.of("up", os.getpid())
     assert me is not None and me.alive()
 
 

@@ -176,6 +176,7 @@ class Agent:
     # -- what an earlier agent left ----------------------------------------------------
 
     async def _clean_up_leftovers(self) -> None:
+        orphans = set(self._recovered)
         for uid, record in list(self._recovered.items()):
             del self._recovered[uid]
             log.info(
@@ -187,7 +188,7 @@ class Agent:
             self.spawn(self._stop_orphan(record))
         held = await asyncio.to_thread(self.network.pods)
         for uid in held:
-            if uid not in self._workers:
+            if uid not in self._workers and uid not in orphans:
                 log.info("removing the network of pod %s: no pod of that uid is here", uid)
                 await asyncio.to_thread(self.network.remove_pod, uid)
 
@@ -304,6 +305,13 @@ class _PodWorker:
             except (errors.ClientError, podnet.PodNetworkError, OSError) as exc:
                 log.warning(
                     "pod %s/%s: %s; retrying in %.0fs", self.namespace, self.name, exc, delay
+                )
+                loop.call_later(delay, self._wake.set)
+                delay = min(delay * 2, RETRY_MAX)
+                continue
+            except Exception:
+                log.exception(
+                    "pod %s/%s: sync failed; retrying in %.0fs", self.namespace, self.name, delay
                 )
                 loop.call_later(delay, self._wake.set)
                 delay = min(delay * 2, RETRY_MAX)

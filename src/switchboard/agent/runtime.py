@@ -52,7 +52,8 @@ namespaces (`nsenter --target`), used by exec probes and `kubectl exec`.
 Errors::
 
     ContainerRuntimeError     an operation on a pod or container is impossible
-     ├── PodNotFound          no pod of that name is on this node
+     ├── PodNotFound          no pod of that name is on this node (also a LookupError)
+     ├── ContainerNotFound    the pod has no container of that name (also a LookupError)
      └── ContainerNotRunning  the container has no running process
 """
 
@@ -85,6 +86,7 @@ NETNS_RUN_DIR = "/var/run/netns"
 CONTAINER_ID_SCHEME = "switchboard://"
 START_ERROR_EXIT_CODE = 128
 _STATE_FILE = "pod.json"
+_MAX_NAME = 255
 _FORMAT_VERSION = 1
 _WRAPPER = r"""
 exit_file=$1 pod_hostname=$2 resolv_conf=$3
@@ -108,8 +110,12 @@ class ContainerRuntimeError(Exception):
     """An operation on a pod's containers cannot be done; the message says why."""
 
 
-class PodNotFound(ContainerRuntimeError):
+class PodNotFound(ContainerRuntimeError, LookupError):
     """No pod of that namespace and name runs on this node."""
+
+
+class ContainerNotFound(ContainerRuntimeError, LookupError):
+    """The pod has no container of that name."""
 
 
 class ContainerNotRunning(ContainerRuntimeError):
@@ -214,7 +220,9 @@ class Runtime:
         self.nsenter, self.unshare = nsenter, unshare
 
     def pod_dir(self, namespace: str, name: str, uid: str) -> Path:
-        return self.pods_dir / f"{namespace}_{name}_{uid}"
+        # A file name holds 255 bytes; a namespace, a pod name and a uid may need more.
+        room = _MAX_NAME - len(namespace) - len(uid) - 2
+        return self.pods_dir / f"{namespace}_{name[:room]}_{uid}"
 
     def recover(self) -> dict[str, PodRecord]:
         """Pod uid → record of every pod a runtime on this data dir left behind."""
@@ -457,9 +465,7 @@ class RunningPod:
     def main_process(self, container: str) -> tuple[int, launches.Launch]:
         found = self._find(container)
         if found is None:
-            raise ContainerRuntimeError(
-                f'container "{container}" is not in pod "{self.sandbox.name}"'
-            )
+            raise ContainerNotFound(f'container "{container}" is not in pod "{self.sandbox.name}"')
         if not isinstance(found.state, Running) or found.pid is None:
             raise ContainerNotRunning(
                 f'container "{container}" in pod "{self.sandbox.name}" is not running'
@@ -513,6 +519,8 @@ class RunningPod:
         try:
             if await self._run_init_containers():
                 await asyncio.gather(*(self._keep_running(c) for c in self._main))
+        except Exception:
+            log.exception("supervising pod %s/%s failed", self.sandbox.namespace, self.sandbox.name)
         finally:
             self._persist()
             self._on_change()

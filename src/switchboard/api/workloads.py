@@ -148,6 +148,13 @@ def validate_pod(pod: Obj) -> list[fe.FieldError]:
     return validate_pod_spec(pod.get("spec"), "spec")
 
 
+def _without_images(spec: Obj) -> list[Any]:
+    return [
+        {k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c
+        for c in spec.get("containers") or []
+    ]
+
+
 def validate_pod_update(new: Obj, old: Obj) -> list[fe.FieldError]:
     errs = validate_pod(new)
     ns, os_ = new.get("spec") or {}, old.get("spec") or {}
@@ -155,9 +162,7 @@ def validate_pod_update(new: Obj, old: Obj) -> list[fe.FieldError]:
     strip = {"containers", "initContainers", "activeDeadlineSeconds", "tolerations"}
     if {k: v for k, v in ns.items() if k not in strip} != {
         k: v for k, v in os_.items() if k not in strip
-    } or [{k: v for k, v in c.items() if k != "image"} for c in ns.get("containers") or []] != [
-        {k: v for k, v in c.items() if k != "image"} for c in os_.get("containers") or []
-    ]:
+    } or _without_images(ns) != _without_images(os_):
         errs.append(
             fe.forbidden(
                 "spec",

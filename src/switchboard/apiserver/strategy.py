@@ -157,8 +157,11 @@ def _pod_status() -> Obj:
 def _default_namespace(ns: Obj) -> None:
     spec = ns.setdefault("spec", {})
     spec.setdefault("finalizers", ["kubernetes"])
-    # Every namespace carries its own name as a label so selectors can pick it.
-    ns["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = ns["metadata"]["name"]
+    # Every namespace carries its own name as a label so selectors can pick it; a nameless
+    # one is left for validation to reject.
+    name = ns["metadata"].get("name")
+    if name:
+        ns["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
 
 
 def _default_service(svc: Obj) -> None:
