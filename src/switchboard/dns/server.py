@@ -68,6 +68,8 @@ from switchboard.dns import records
 log = logging.getLogger(__name__)
 
 DEFAULT_ALLOWED = ("127.0.0.0/8", "::1/128")
+DEFAULT_RATE = 1000.0
+DEFAULT_BURST = 2000.0
 _HEADER = 12
 _MAX_UDP = 65535
 _BATCH = 64  # datagrams read per readable event before yielding to the loop
@@ -82,9 +84,9 @@ class Options:
     """Resolvers for names outside the zone, as (IP, port); empty: REFUSED."""
     allowed_cidrs: tuple[str, ...] = DEFAULT_ALLOWED
     """Clients that get answers; all others get REFUSED. Empty: nobody."""
-    rate: float = 1000.0
+    rate: float = DEFAULT_RATE
     """UDP answers per second per client; 0 turns the limit off."""
-    burst: float = 2000.0
+    burst: float = DEFAULT_BURST
     slip: int = 2
     udp_payload: int = 1232
     upstream_timeout: float = 2.0
