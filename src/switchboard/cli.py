@@ -93,8 +93,10 @@ def parser() -> argparse.ArgumentParser:
     cm.set_defaults(func=_controller_manager)
 
     from switchboard import lab
+    from switchboard.dns import main as dns_main
 
     lab.add_commands(sub)
+    dns_main.add_command(sub)
     return p
 
 

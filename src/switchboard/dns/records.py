@@ -579,8 +579,9 @@ def _pod_address(label: bytes) -> ipaddress.IPv4Address | ipaddress.IPv6Address 
     except UnicodeError:
         return None
     try:
-        if text.count("-") == 3:
-            return ipaddress.IPv4Address(text.replace("-", "."))
+        parts = text.split("-")
+        if len(parts) == 4 and all(p.isdigit() for p in parts):
+            return ipaddress.IPv4Address(".".join(parts))
         return ipaddress.IPv6Address(text.replace("-", ":"))
     except ValueError:
         return None

@@ -73,7 +73,6 @@ DEFAULT_BURST = 2000.0
 _HEADER = 12
 _MAX_UDP = 65535
 _BATCH = 64  # datagrams read per readable event before yielding to the loop
-_CACHE_SIZE = 16384
 _ALLOWED_CACHE_SIZE = 65536
 _BUCKETS_MAX = 65536
 
@@ -93,6 +92,8 @@ class Options:
     max_forwards: int = 256
     max_tcp_connections: int = 256
     tcp_idle_timeout: float = 10.0
+    cache_size: int = 16384
+    """Rendered UDP answers kept by query bytes; 0 turns the wire cache off."""
 
 
 @dataclass(slots=True)
@@ -182,7 +183,16 @@ class Server:
         self.zone = zone
         self.options = options = options or Options()
         self.stats = Stats()
-        self._networks = tuple(ipaddress.ip_network(c, strict=False) for c in options.allowed_cidrs)
+        self._networks = tuple(_network(c) for c in options.allowed_cidrs)
+        for host, port in options.upstreams:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ValueError(
+                    f"upstream {host!r} is not an IP address; give resolvers by address"
+                ) from None
+            if not 0 < port < 65536:
+                raise ValueError(f"upstream {host}:{port} has no valid port")
         self._allowed: dict[str, bool] = {}
         self._limiter = _RateLimiter(options.rate, options.burst) if options.rate > 0 else None
         self._cache: dict[bytes, bytes] = {}
@@ -421,8 +431,8 @@ class Server:
             return _Forward(query, data, max_size, tcp, answer)
         else:
             wire = self._render(query, answer, max_size)
-        if not tcp:
-            if len(self._cache) >= _CACHE_SIZE:
+        if not tcp and self.options.cache_size:
+            if len(self._cache) >= self.options.cache_size:
                 self._cache.clear()
             self._cache[data[2:]] = wire[2:]
         return wire
@@ -550,9 +560,20 @@ class Server:
 _REFUSED_TYPES = frozenset({dns.rdatatype.AXFR, dns.rdatatype.IXFR})
 
 
+def _network(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"allowed client range {cidr!r} is not a CIDR like 10.244.0.0/16"
+        ) from None
+
+
 def _send(sock: socket.socket, wire: bytes, addr: tuple[str, int]) -> None:
-    with contextlib.suppress(OSError):  # a full buffer or a vanished client: UDP may lose it
+    try:
         sock.sendto(wire, addr)
+    except OSError:
+        return  # a full buffer or a vanished client: UDP may lose an answer
 
 
 def _header_only(data: bytes, rcode: int) -> bytes:
