@@ -49,6 +49,36 @@ def _controller_manager(args: argparse.Namespace) -> int:
     return 1 if options.leader_elect else 0
 
 
+def _agent(args: argparse.Namespace) -> int:
+    from switchboard import nodeparts
+    from switchboard.agent import main as agent_main
+
+    proxy = nodeparts.ProxyOptions(
+        kubeconfig=Path(args.kubeconfig),
+        node_name=args.node_name,
+        netns=args.netns,
+        cluster_cidr=args.cluster_cidr,
+        nodeport_addresses=tuple(args.nodeport_addresses) if args.nodeport_addresses else None,
+    )
+    if args.proxy_only:
+        return nodeparts.serve_proxy_only(proxy)
+    if not args.node_ip:
+        print("switchboard agent: --node-ip is required (unless --proxy-only)", file=sys.stderr)
+        return 2
+    return agent_main.serve(
+        args.kubeconfig,
+        args.node_name,
+        node_ip=args.node_ip,
+        netns=args.netns,
+        data_dir=args.data_dir,
+        pod_cidr=args.pod_cidr,
+        api_port=args.api_port,
+        cluster_dns=tuple(args.cluster_dns),
+        kubelet_api=nodeparts.kubelet_api(args.node_ip, args.api_port, args.netns),
+        companions=() if args.no_proxy else (nodeparts.proxy_companion(proxy),),
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="switchboard", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -91,6 +121,35 @@ def parser() -> argparse.ArgumentParser:
     cm.add_argument("--node-monitor-grace-period", type=float, default=50.0)
     cm.add_argument("--pod-eviction-timeout", type=float, default=300.0)
     cm.set_defaults(func=_controller_manager)
+
+    agent = sub.add_parser("agent", help="run a node: its pods and the Service proxy")
+    agent.add_argument("--kubeconfig", required=True, help="kubeconfig of the API server")
+    agent.add_argument("--node-name", required=True, help="the Node this agent runs")
+    agent.add_argument("--node-ip", default="", help="the node's InternalIP")
+    agent.add_argument("--netns", default=None, help="network namespace of the node")
+    agent.add_argument("--data-dir", default="agent-data", help="pod state, logs and IPAM")
+    agent.add_argument(
+        "--pod-cidr",
+        default=None,
+        help="this node's pod CIDR (default: wait for Node.spec.podCIDR)",
+    )
+    agent.add_argument("--api-port", type=int, default=10250, help="port of the logs/exec API")
+    agent.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod CIDR of the cluster")
+    agent.add_argument(
+        "--cluster-dns",
+        action="append",
+        default=[],
+        help="nameserver address for pods (repeatable)",
+    )
+    agent.add_argument(
+        "--nodeport-addresses",
+        action="append",
+        default=[],
+        help="CIDR whose local addresses NodePorts open on (repeatable; default: all but loopback)",
+    )
+    agent.add_argument("--proxy-only", action="store_true", help="run only the Service proxy")
+    agent.add_argument("--no-proxy", action="store_true", help="run pods without the Service proxy")
+    agent.set_defaults(func=_agent)
 
     from switchboard import lab
     from switchboard.dns import main as dns_main

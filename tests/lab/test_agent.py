@@ -286,6 +286,32 @@ async def events_of(client: rest.Client, namespace: str, name: str) -> list[tupl
     ]
 
 
+async def until_event(
+    client: rest.Client, namespace: str, name: str, reason: str, message_start: str
+) -> None:
+    """Wait for an Event about the pod (events are written in the background)."""
+
+    async def check() -> bool:
+        events = await events_of(client, namespace, name)
+        return any(r == reason and m.startswith(message_start) for r, m in events)
+
+    await eventually(check)
+
+
+async def pid_in(path: Path) -> int:
+    """The pid a container wrote to `path` (a pod can be Ready before its first line ran)."""
+
+    async def written() -> str:
+        return _whole_lines(path)
+
+    return int(await eventually(written))
+
+
+def _whole_lines(path: Path) -> str:
+    text = path.read_text() if path.exists() else ""
+    return text if text.endswith("\n") else ""
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -401,8 +427,8 @@ async def test_a_pod_runs_in_its_own_namespace_with_an_ip_from_the_pod_cidr(
     # The pod answers on its own address, from its own namespace, with its own hostname.
     pod_netns = node.pod_netns_prefix + pod["metadata"]["uid"]
     assert fetch(netlab, pod_netns, f"http://{status['podIP']}:8080/hostname") == "web"
-    reasons = [reason for reason, _ in await events_of(client, namespace, "web")]
-    assert {"Pulled", "Created", "Started"} <= set(reasons)
+    for reason in ("Pulled", "Created", "Started"):
+        await until_event(client, namespace, "web", reason, "")
     # A pod that is doing fine costs the API nothing.
     await asyncio.sleep(2)
     again = await get_pod(client, namespace, "web")
@@ -464,9 +490,14 @@ async def test_readiness_follows_the_probes_and_a_failed_liveness_probe_restarts
 
     pod = await eventually(restarted)
     assert container(pod, "web")["restartCount"] == 0
-    events = await events_of(client, namespace, "probed")
-    assert ("Killing", "Container gate failed liveness probe, will be restarted") in events
-    assert any(r == "Unhealthy" and m.startswith("Readiness probe failed") for r, m in events)
+    await until_event(
+        client,
+        namespace,
+        "probed",
+        "Killing",
+        "Container gate failed liveness probe, will be restarted",
+    )
+    await until_event(client, namespace, "probed", "Unhealthy", "Readiness probe failed: ")
 
 
 async def test_a_crashing_container_is_restarted_with_growing_back_off(
@@ -490,6 +521,7 @@ async def test_a_crashing_container_is_restarted_with_growing_back_off(
     times = [float(t) for t in starts.read_text().split()]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # Immediate first restart, then BACKOFF, 2 × BACKOFF, ...
+    assert len(gaps) >= 3, (status, sorted(node.data_dir.glob("pods/*/crasher/*")))
     assert gaps[1] >= BACKOFF * 0.9 and gaps[2] >= 2 * BACKOFF * 0.9, gaps
 
     async def backing_off() -> Any:
@@ -499,11 +531,14 @@ async def test_a_crashing_container_is_restarted_with_growing_back_off(
 
     waiting = await eventually(backing_off, within=30, every=0.05)
     assert "restarting failed container=crasher" in waiting["message"]
-    assert (
+    await until_event(
+        client,
+        namespace,
+        "crasher",
         "BackOff",
         f"Back-off restarting failed container crasher in pod crasher_{namespace}"
         f"({pod['metadata']['uid']})",
-    ) in await events_of(client, namespace, "crasher")
+    )
 
 
 async def test_restart_policy_never_fails_the_pod_with_the_exit_code(
@@ -568,8 +603,12 @@ async def test_the_kubelet_api_hook_gets_the_runtime_which_finds_logs_and_execs_
         'echo "run $n"; [ $n -ge 2 ] || exit 1; exec sleep 1000'
     )
     await create_pod(client, namespace, pod_manifest(node, "talker", [shell("app", script)]))
-    pod = await until_ready(client, namespace, "talker")
-    assert container(pod, "app")["restartCount"] == 1
+
+    async def second_run_ready() -> Any:
+        pod = await until_ready(client, namespace, "talker")
+        return pod if container(pod, "app")["restartCount"] == 1 else None
+
+    pod = await eventually(second_run_ready)
     pods = await asyncio.wait_for(handed, 5)
 
     current = pods.log_path(namespace, "talker", "app")
@@ -658,8 +697,7 @@ async def test_an_image_neither_built_in_nor_given_a_command_waits_with_err_imag
     assert 'image "nginx:1.27" is not built into this node' in state["message"]
     assert "no command" in state["message"]
     assert pod["status"]["phase"] == "Pending"
-    events = await events_of(client, namespace, "nginx")
-    assert ("Failed", "Error: ErrImagePull") in events
+    await until_event(client, namespace, "nginx", "Failed", "Error: ErrImagePull")
 
 
 async def test_a_command_that_does_not_exist_fails_to_start(
@@ -721,7 +759,7 @@ async def test_deleting_a_pod_sends_sigterm_and_removes_it_once_its_processes_ar
     )
     created = await create_pod(client, namespace, pod_manifest(node, "graceful", [graceful]))
     await until_ready(client, namespace, "graceful")
-    pid = int((tmp_path / "pid").read_text())
+    pid = await pid_in(tmp_path / "pid")
 
     await client.delete(kinds.PODS, namespace, "graceful", grace_period_seconds=30)
     await until_gone(client, namespace, "graceful", within=10)
@@ -741,7 +779,7 @@ async def test_a_pod_that_ignores_sigterm_shows_terminating_until_killed_after_i
     )
     await create_pod(client, namespace, pod_manifest(node, "stubborn", [stubborn]))
     await until_ready(client, namespace, "stubborn")
-    pid = int((tmp_path / "pid").read_text())
+    pid = await pid_in(tmp_path / "pid")
 
     asked = time.monotonic()
     await client.delete(kinds.PODS, namespace, "stubborn", grace_period_seconds=2)
@@ -752,8 +790,7 @@ async def test_a_pod_that_ignores_sigterm_shows_terminating_until_killed_after_i
 
     assert time.monotonic() - asked >= 1.5
     assert not alive(pid)
-    events = await events_of(client, namespace, "stubborn")
-    assert ("Killing", "Stopping container stubborn") in events
+    await until_event(client, namespace, "stubborn", "Killing", "Stopping container stubborn")
 
 
 # -- agent restarts ------------------------------------------------------------------------
@@ -771,7 +808,7 @@ async def test_an_agent_killed_and_started_again_adopts_its_running_pods(
     )
     await create_pod(client, namespace, pod_manifest(node, "survivor", [sleeper]))
     before = await until_ready(client, namespace, "survivor")
-    pid = int((tmp_path / "pids").read_text())
+    pid = await pid_in(tmp_path / "pids")
 
     assert node.process is not None
     node.process.send_signal(signal.SIGKILL)
@@ -823,7 +860,7 @@ async def test_pods_deleted_while_the_agent_was_down_are_stopped_when_it_returns
         uids[name] = created["metadata"]["uid"]
     for name in uids:
         await until_ready(client, namespace, name)
-        pids[name] = int((tmp_path / f"{name}.pid").read_text())
+        pids[name] = await pid_in(tmp_path / f"{name}.pid")
     assert node.process is not None
     node.process.send_signal(signal.SIGKILL)
     node.process.wait()
@@ -841,7 +878,12 @@ async def test_pods_deleted_while_the_agent_was_down_are_stopped_when_it_returns
         return not any(alive(pid) for pid in pids.values())
 
     await eventually(stopped)
-    for name, uid in uids.items():
+    for name in uids:
         assert (tmp_path / f"{name}.signal").read_text() == "TERM\n"
-        assert node.pod_netns_prefix + uid not in netns.listnetns()
-    assert runtime.Runtime(node.data_dir).recover() == {}
+
+    async def cleaned_up() -> bool:
+        names = netns.listnetns()
+        left = [uid for uid in uids.values() if node.pod_netns_prefix + uid in names]
+        return not left and runtime.Runtime(node.data_dir).recover() == {}
+
+    await eventually(cleaned_up)

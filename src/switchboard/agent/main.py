@@ -39,6 +39,7 @@ from switchboard.client.events import EventRecorder
 log = logging.getLogger(__name__)
 
 KubeletApi = Callable[[runtime.Runtime], Awaitable[None]]
+Companion = Callable[[str], Awaitable[None]]  # called with the node's pod CIDR
 DEFAULT_BRIDGE = "sbr0"
 DEFAULT_POD_NETNS_PREFIX = "sbpod-"
 DEFAULT_API_PORT = 10250
@@ -63,6 +64,7 @@ async def run(
     restart_backoff: float = runtime.BACKOFF_BASE,
     heartbeat_interval: float = node.RENEW_INTERVAL,
     kubelet_api: KubeletApi | None = None,
+    companions: Sequence[Companion] = (),
 ) -> None:
     """Run the agent of node `node_name` until cancelled."""
     data = Path(data_dir)
@@ -108,6 +110,12 @@ async def run(
         tasks.append(asyncio.create_task(the_agent.run(), name="agent"))
         if kubelet_api is not None:
             tasks.append(asyncio.create_task(_as_task(kubelet_api(pods)), name="kubelet api"))
+        # What runs beside the agent on this node (the Service proxy, cluster DNS) starts
+        # once the node has its pod CIDR; the agent itself does not know what they are.
+        tasks += [
+            asyncio.create_task(_as_task(companion(cidr)), name=f"companion {i}")
+            for i, companion in enumerate(companions)
+        ]
         reporter.set_ready(True)
         log.info("node %s is ready: podCIDR %s, pods under %s", node_name, cidr, data / "pods")
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)

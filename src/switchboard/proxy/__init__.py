@@ -11,9 +11,11 @@ Modules, from the bottom up:
 
 - `model`      the input: ServicePortInfo and Endpoint, frozen value objects.
 - `names`      every table, chain, set and map name, in one place.
-- `ruleset`    pure: the desired state (`ProxyState`), the full ruleset as one
-               transaction, and `diff(old, new)`: the few element updates that
-               turn one state into the next.
+- `state`      pure: the desired state (`ProxyState`): what each Service port
+               puts into the table, derived incrementally.
+- `ruleset`    pure: the nft text -- the full table as one transaction, and
+               `diff(old, new)`: the few element updates that turn one state's
+               table into the next's.
 - `trace`      a packet tracer over a `ProxyState`, for fast unit tests.
 - `nft`        the one side effect: apply a script in a network namespace,
                through libnftables in-process or the `nft` tool.
