@@ -49,6 +49,14 @@ def _controller_manager(args: argparse.Namespace) -> int:
     return 1 if options.leader_elect else 0
 
 
+def _nameservers(resolv_conf: str | None) -> list[str]:
+    if not resolv_conf:
+        return []
+    from switchboard.dns import resolvconf
+
+    return list(resolvconf.nameservers(Path(resolv_conf).read_text()))
+
+
 def _agent(args: argparse.Namespace) -> int:
     from switchboard import nodeparts
     from switchboard.agent import main as agent_main
@@ -65,6 +73,17 @@ def _agent(args: argparse.Namespace) -> int:
     if not args.node_ip:
         print("switchboard agent: --node-ip is required (unless --proxy-only)", file=sys.stderr)
         return 2
+    companions = [] if args.no_proxy else [nodeparts.proxy_companion(proxy)]
+    if not args.no_dns:
+        dns = nodeparts.DnsOptions(
+            kubeconfig=Path(args.kubeconfig),
+            node_name=args.node_name,
+            node_ip=args.node_ip,
+            netns=args.netns,
+            cluster_cidr=args.cluster_cidr,
+            upstreams=tuple((host, 53) for host in _nameservers(args.dns_upstreams_from)),
+        )
+        companions.append(nodeparts.dns_companion(dns))
     return agent_main.serve(
         args.kubeconfig,
         args.node_name,
@@ -73,9 +92,9 @@ def _agent(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         pod_cidr=args.pod_cidr,
         api_port=args.api_port,
-        cluster_dns=tuple(args.cluster_dns),
+        cluster_dns=tuple(args.cluster_dns or ([] if args.no_dns else ["10.96.0.10"])),
         kubelet_api=nodeparts.kubelet_api(args.node_ip, args.api_port, args.netns),
-        companions=() if args.no_proxy else (nodeparts.proxy_companion(proxy),),
+        companions=companions,
     )
 
 
@@ -149,6 +168,13 @@ def parser() -> argparse.ArgumentParser:
     )
     agent.add_argument("--proxy-only", action="store_true", help="run only the Service proxy")
     agent.add_argument("--no-proxy", action="store_true", help="run pods without the Service proxy")
+    agent.add_argument("--no-dns", action="store_true", help="run no cluster DNS on this node")
+    agent.add_argument(
+        "--dns-upstreams-from",
+        default=None,
+        help="resolv.conf whose nameservers the node's DNS forwards other names to "
+        "(default: none, other names are REFUSED)",
+    )
     agent.set_defaults(func=_agent)
 
     from switchboard import lab

@@ -70,7 +70,7 @@ READY_TIMEOUT = 180.0  # seconds for the whole cluster to come up
 APISERVER_TIMEOUT = 30.0
 ROUTE_RESYNC = 5.0  # seconds between checks of podCIDRs while in the foreground
 POD_CIDR = "10.244.0.0/16"  # cut into a /24 per node by the controller-manager
-SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_CIDR = labnet.SERVICE_CIDR
 # The lab subnet must not overlap the cluster's own ranges.
 CLUSTER_RANGES = (ipaddress.IPv4Network(POD_CIDR), ipaddress.IPv4Network(SERVICE_CIDR))
 _T = TypeVar("_T")

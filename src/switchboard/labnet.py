@@ -77,6 +77,7 @@ FIRST_NODE_OCTET = 10  # node-i is .10+i
 MAX_NODES = 200
 # Unassigned in iproute2's rt_protos, and not the agent's (83): tags routes this module owns.
 ROUTE_PROTOCOL = 84
+SERVICE_CIDR = "10.96.0.0/16"  # the lab apiserver's service-cluster-ip-range
 # Lab subnets, tried in order: little-used corners of the private ranges.
 CANDIDATE_POOLS = (
     ("172.31.{}.0/24", range(255, 239, -1)),
@@ -261,6 +262,10 @@ def _create_node(layout: Layout, node: Node, port: str) -> None:
         ipr.addr("add", index=index, address=node.ip, prefixlen=layout.subnet.prefixlen)
         ipr.link("set", index=index, state="up")
         ipr.link("set", index=_index(ipr, "lo"), state="up")
+        # A node has no default route (nothing may leave the lab), but a process on it must
+        # reach ClusterIPs: the route only gets the packet to the nat hook, where the proxy
+        # rewrites it; an address no Service holds goes onto the lab's own underlay and dies.
+        ipr.route("add", dst=SERVICE_CIDR, oif=index)
     _attach(layout.underlay, port)
 
 

@@ -36,13 +36,11 @@ import contextlib
 import json
 import os
 import socket
-import threading
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiohttp import web
-from pyroute2 import netns as pyroute2_netns
 
 from switchboard.agent import containerlogs, remoteexec
 from switchboard.api import remotecommand as rc
@@ -101,45 +99,8 @@ async def start(runtime: PodRuntime, host: str, port: int = DEFAULT_PORT) -> web
     return runner
 
 
-def _listen_in_netns(netns: str, host: str, port: int) -> socket.socket:
-    """A listening socket created inside `netns` (a socket keeps the namespace it was born in).
-
-    The namespace is entered by a short-lived thread of its own, so no other
-    thread of the agent ever changes namespace.
-    """
-    result: list[socket.socket | BaseException] = []
-
-    def work() -> None:
-        try:
-            pyroute2_netns.setns(netns, flags=0)
-            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-            sock.listen(128)
-            sock.setblocking(False)
-            result.append(sock)
-        except BaseException as exc:  # handed to the caller's thread
-            result.append(exc)
-
-    thread = threading.Thread(target=work, name=f"listen-in-{netns}")
-    thread.start()
-    thread.join()
-    outcome = result[0]
-    if isinstance(outcome, BaseException):
-        raise outcome
-    return outcome
-
-
-async def start_in_netns(
-    runtime: PodRuntime, netns: str, host: str, port: int = DEFAULT_PORT
-) -> web.AppRunner:
-    """Like `start`, listening on host:port inside network namespace `netns`.
-
-    In the lab an agent runs in the machine's own namespace and its node is a
-    namespace: the API must listen on the node's address, where the apiserver
-    reaches it through the lab's route.
-    """
-    sock = await asyncio.to_thread(_listen_in_netns, netns, host, port)
+async def start_on_socket(runtime: PodRuntime, sock: socket.socket) -> web.AppRunner:
+    """Like `start`, on a socket the caller bound and made listen (e.g. in a node namespace)."""
     runner = web.AppRunner(
         build(runtime), handle_signals=False, access_log=None, shutdown_timeout=5.0
     )

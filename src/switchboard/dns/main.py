@@ -40,6 +40,7 @@ async def run(
     rate: float = server.DEFAULT_RATE,
     burst: float = server.DEFAULT_BURST,
     on_listening: Callable[[list[tuple[str, int]]], None] | None = None,
+    make_socket: server.SocketFactory | None = None,
 ) -> None:
     """Serve the cluster zone on `listen` until cancelled."""
     client = rest.Client.from_kubeconfig(kubeconfig)
@@ -50,7 +51,11 @@ async def run(
         rate=rate,
         burst=burst,
     )
-    dns_server = server.Server(index, options)
+    dns_server = (
+        server.Server(index, options)
+        if make_socket is None
+        else server.Server(index, options, make_socket=make_socket)
+    )
     try:
         bound = await dns_server.start(listen)
         log.info(

@@ -48,7 +48,7 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,8 @@ import dns.rdatatype
 import dns.rrset
 
 from switchboard.dns import records
+
+SocketFactory = Callable[[int, int], socket.socket]  # (family, type) → a new socket
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +181,16 @@ class _LogLimiter:
 class Server:
     """A DNS server for one zone on any number of (address, port) pairs, UDP and TCP."""
 
-    def __init__(self, zone: records.Zone, options: Options | None = None) -> None:
+    def __init__(
+        self,
+        zone: records.Zone,
+        options: Options | None = None,
+        *,
+        make_socket: SocketFactory = socket.socket,
+    ) -> None:
+        # The one seam for where the listening sockets live: a node's DNS listens in the
+        # node's network namespace while its API client stays in the agent's.
+        self._make_socket = make_socket
         self.zone = zone
         self.options = options = options or Options()
         self.stats = Stats()
@@ -229,18 +240,22 @@ class Server:
     async def _bind(self, host: str, port: int) -> tuple[socket.socket, asyncio.Server]:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         for attempt in range(20):
-            udp = socket.socket(family, socket.SOCK_DGRAM)
+            udp = self._make_socket(family, socket.SOCK_DGRAM)
+            tcp_sock: socket.socket | None = None
             try:
                 udp.setblocking(False)
                 with contextlib.suppress(OSError):
                     udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
                 udp.bind((host, port))
                 actual = int(udp.getsockname()[1])
-                tcp = await asyncio.start_server(
-                    self._tcp_client, host, actual, reuse_address=True, backlog=256
-                )
+                tcp_sock = self._make_socket(family, socket.SOCK_STREAM)
+                tcp_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                tcp_sock.bind((host, actual))
+                tcp = await asyncio.start_server(self._tcp_client, sock=tcp_sock, backlog=256)
             except OSError:
                 udp.close()
+                if tcp_sock is not None:
+                    tcp_sock.close()
                 if port != 0 or attempt == 19:
                     raise
                 continue  # the TCP side of a picked port was taken: pick another
