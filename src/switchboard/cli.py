@@ -81,6 +81,7 @@ def _agent(args: argparse.Namespace) -> int:
             node_ip=args.node_ip,
             netns=args.netns,
             cluster_cidr=args.cluster_cidr,
+            allowed_cidrs=tuple(args.dns_allow),
             upstreams=tuple((host, 53) for host in _nameservers(args.dns_upstreams_from)),
         )
         companions.append(nodeparts.dns_companion(dns))
@@ -169,6 +170,12 @@ def parser() -> argparse.ArgumentParser:
     agent.add_argument("--proxy-only", action="store_true", help="run only the Service proxy")
     agent.add_argument("--no-proxy", action="store_true", help="run pods without the Service proxy")
     agent.add_argument("--no-dns", action="store_true", help="run no cluster DNS on this node")
+    agent.add_argument(
+        "--dns-allow",
+        action="append",
+        default=[],
+        help="CIDR of clients besides pods and this node that the node's DNS answers (repeatable)",
+    )
     agent.add_argument(
         "--dns-upstreams-from",
         default=None,

@@ -139,6 +139,9 @@ class SwitchboardCommands:
             node.netns,
             "--data-dir",
             str(data_dir),
+            # The nodes' own /24: processes on any node may ask any node's DNS.
+            "--dns-allow",
+            str(ipaddress.ip_network(f"{node.ip}/24", strict=False)),
         )
 
 

@@ -145,6 +145,7 @@ class DnsOptions:
     netns: str | None
     cluster_cidr: str = "10.244.0.0/16"
     upstreams: tuple[tuple[str, int], ...] = ()
+    allowed_cidrs: tuple[str, ...] = ()  # besides the pods, this node and loopback
     port: int = 53
 
 
@@ -193,7 +194,16 @@ async def run_dns(options: DnsOptions) -> None:
     def listening(_: list[tuple[str, int]]) -> None:
         published.set()
 
-    allowed = tuple(c for c in (options.cluster_cidr, f"{options.node_ip}/32", "127.0.0.0/8") if c)
+    allowed = tuple(
+        c
+        for c in (
+            options.cluster_cidr,
+            f"{options.node_ip}/32",
+            "127.0.0.0/8",
+            *options.allowed_cidrs,
+        )
+        if c
+    )
     server = asyncio.ensure_future(
         dns_main.run(
             options.kubeconfig,

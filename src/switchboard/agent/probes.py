@@ -256,8 +256,9 @@ async def _exec(command: Exec, limit: float, target: Target) -> Outcome:
     try:
         output, _ = await asyncio.wait_for(process.communicate(), limit)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)  # its own session: only what it started
+        if process.returncode is None:  # not reaped, so its pid is still its own
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: what it started
         await process.wait()
         return Outcome(False, f"command {list(command.command)!r} timed out")
     text = output[:_MAX_OUTPUT].decode("utf-8", "replace")

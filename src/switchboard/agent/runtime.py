@@ -9,10 +9,12 @@ whose hostname is the pod's (every container of a pod gets the same name,
 which is all a process can observe of sharing one). With a pod resolv.conf
 the wrapper also gets a private mount namespace and bind-mounts the file
 over /etc/resolv.conf. The wrapper (`_WRAPPER`) is a few lines of sh that
-then run the container's argv in the foreground and write its exit code to
-`<restartCount>.exit` next to the log: that file is how an agent started
-later learns how a container it did not start ended. Each instance begins
-a session of its own (`setsid`), so its process group is the container.
+then run the container's argv in the foreground, write its exit code to
+`<restartCount>.exit` next to the log (how an agent started later learns
+how a container it did not start ended: that file, not the wrapper's own
+status, is the exit code) and SIGKILL their process group, as the end of a
+container's first process ends its pid namespace. Each instance begins a
+session of its own (`setsid`), so its process group is the container.
 
 Layout, one directory per pod under `<data>/pods/`::
 
@@ -41,10 +43,13 @@ completion first (restarted on failure unless the policy is Never).
 
 **Stopping.** SIGTERM to each container's main process (the wrapper's
 child, as the kubelet signals a container's PID 1), then after the grace
-period SIGKILL to the whole process group. When a main process ends, what
-it left in its group is killed, as the end of a container's PID 1 ends its
-pid namespace. Processes are matched by group or session *and* start time
-after the container's own, so nothing that merely reused an id is touched.
+period SIGKILL to the whole process group. A group is only ever signalled
+while its leader, the wrapper, is provably the process this runtime
+started: alive with the start time recorded for it, or a child of this
+agent not yet reaped. Either way its pid, and so the group id, cannot have
+been handed to anyone else (pids wrap quickly: 32768 is a common
+pid_max). Processes that leave the container's group (a daemon calling
+setsid) are not followed; without cgroups nothing can follow them.
 
 **Exec.** `exec_argv` is an argv that enters a running container's
 namespaces (`nsenter --target`), used by exec probes and `kubectl exec`.
@@ -97,9 +102,8 @@ if [ -n "$resolv_conf" ]; then
 fi
 trap : TERM INT HUP QUIT
 "$@"
-code=$?
-echo "$code" > "$exit_file"
-exit "$code"
+echo "$?" > "$exit_file"
+kill -KILL 0
 """
 
 EventType = Literal["Normal", "Warning"]
@@ -287,18 +291,17 @@ class Runtime:
                 for waiter in exits:
                     waiter.cancel()
         for pid, ticks in alive:
-            _signal_group(pid, ticks, signal.SIGKILL)
-            _reap(pid)
+            _kill_group(pid, ticks)
         self.forget(record.uid, record.directory)
 
     def kill_recorded(self) -> int:
-        """SIGKILL every process of every recorded pod and drop all state; how many groups."""
+        """SIGKILL every container of every recorded pod and drop all state; how many."""
         killed = 0
         for record in self.recover().values():
             for pid, ticks in _recorded_processes(record):
-                if _signal_group(pid, ticks, signal.SIGKILL):
+                if _kill_group(pid, ticks):
                     killed += 1
-                _reap(pid)
+                    _reap(pid)
             self.forget(record.uid, record.directory)
         return killed
 
@@ -672,16 +675,19 @@ class RunningPod:
         assert c.pid is not None and isinstance(c.state, Running)
         pid, ticks, popen = c.pid, c.ticks, c.popen
         await _wait_exit(pid, ticks, popen)
-        if ticks:
-            _signal_group(pid, ticks, signal.SIGKILL)  # what the main process left behind
-        code: int | None
+        returned: int | None = None
         if popen is not None:
-            returned = popen.wait()
-            code = 128 - returned if returned < 0 else returned
-        else:
-            code = _read_exit_code(self.directory / c.name / f"{c.instances - 1}.exit")
-            if code is None and c.killed:
-                code = 128 + signal.SIGKILL
+            # Not reaped yet, the wrapper still holds its pid and so its group id: end
+            # whatever is left in the group should the wrapper have been killed early.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            status = popen.wait()
+            returned = 128 - status if status < 0 else status
+        code = _read_exit_code(self.directory / c.name / f"{c.instances - 1}.exit")
+        if code is None:
+            code = returned
+        if code is None and c.killed:
+            code = 128 + signal.SIGKILL
         if code is None:
             reason, message, code = (
                 "ContainerStatusUnknown",
@@ -734,7 +740,7 @@ class RunningPod:
         pending = [c for c in running if not c.exited.is_set()]
         for c in pending:
             c.killed = True
-            _signal_group(c.pid or 0, c.ticks or 0, signal.SIGKILL)
+            _kill_group(c.pid or 0, c.ticks or 0)
         if pending:
             waits = [asyncio.ensure_future(c.exited.wait()) for c in pending]
             try:
@@ -835,9 +841,14 @@ def _stat(pid: int) -> tuple[str, int, int, int] | None:
         return None
 
 
+def _alive(pid: int, ticks: int) -> bool:
+    """Whether `pid` is still the process that started at `ticks` (and not a zombie)."""
+    return bool(ticks) and _start_ticks(pid) == ticks
+
+
 def _signal_main(pid: int, ticks: int, sig: int) -> None:
     """Signal a container's main process: the wrapper's child, else the wrapper."""
-    if not ticks or _start_ticks(pid) != ticks:
+    if not _alive(pid, ticks):
         return
     try:
         with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as stream:
@@ -850,21 +861,15 @@ def _signal_main(pid: int, ticks: int, sig: int) -> None:
             os.kill(target, sig)
 
 
-def _signal_group(pgid: int, ticks: int, sig: int) -> bool:
-    """Signal every process of the container's group or session that started after it."""
-    if not ticks:
+def _kill_group(pid: int, ticks: int) -> bool:
+    """SIGKILL a container's process group, if its leader is still the one recorded."""
+    if not _alive(pid, ticks):
+        return False  # gone: the wrapper ended its group itself, and the id may be reused
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
         return False
-    hit = False
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        stat = _stat(int(entry))
-        if stat is None or pgid not in (stat[1], stat[2]) or stat[3] < ticks:
-            continue
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(entry), sig)
-            hit = True
-    return hit
+    return True
 
 
 def _reap(pid: int) -> None:
