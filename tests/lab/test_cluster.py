@@ -1,0 +1,259 @@
+"""A whole lab cluster, as a user meets it: `switchboard up`, kubectl, curl, `switchboard down`.
+
+One two-node lab serves the module: `switchboard up --detach` as a process,
+driven with the real `kubectl` through the lab's kubeconfig, and removed
+with `switchboard down` when the module ends, passed or failed. The host
+sends only to node addresses, through the lab's own link; every other
+request is made inside a pod with `kubectl exec`, so it leaves from that
+pod's network namespace.
+
+Pods run commands of this machine in their own network namespace, so a
+pod can `curl` and `getent` like the host, but with the pod's address and
+the pod's resolv.conf (the cluster DNS and its search path).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from switchboard import labnet, labstate
+from tests.lab.conftest import clean_environment
+
+pytestmark = pytest.mark.lab
+
+DEMO = Path(__file__).parents[2] / "examples" / "demo.yaml"
+DEMO_NODE_PORT = 30080
+APPLY_STDIN = ("apply", "-f", "-")
+# A Deployment that always keeps a ready endpoint while it is replaced: a new
+# pod must pass its readinessProbe before an old one goes (maxUnavailable 0).
+WEB = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 0, maxSurge: 1}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: netexec
+          image: registry.k8s.io/e2e-test-images/agnhost:2.53
+          args: ["netexec", "--http-port=8080"]
+          ports: [{name: http, containerPort: 8080}]
+          readinessProbe:
+            httpGet: {path: /healthz, port: 8080}
+            periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+  labels: {app: client}
+spec:
+  containers:
+    - name: pause
+      image: registry.k8s.io/e2e-test-images/agnhost:2.53
+      args: ["pause"]
+"""
+# Runs inside the client pod: 40 requests to each name, 0.1 s apart, one line each.
+CLIENT_LOOP = (
+    "for i in $(seq 40); do"
+    ' echo "fqdn $(curl -s -m 2 http://web.default.svc.cluster.local/hostname)";'
+    ' echo "short $(curl -s -m 2 http://web/hostname)";'
+    " sleep 0.1;"
+    " done"
+)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    data_dir: Path
+    node_ips: tuple[str, ...]
+
+    def kubectl(self, *args: str, timeout: float = 60) -> str:
+        done = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.data_dir / labstate.KUBECONFIG), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=clean_environment(),
+            check=False,
+        )
+        assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    def apply(self, manifest: str) -> None:
+        done = subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.data_dir / labstate.KUBECONFIG), *APPLY_STDIN],
+            input=manifest,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_environment(),
+            check=False,
+        )
+        assert done.returncode == 0, f"kubectl apply: {done.stderr}"
+
+    def pods(self, app: str) -> dict[str, str]:
+        """Name → pod IP of the running pods labelled app=`app`."""
+        listed = json.loads(self.kubectl("get", "pods", "-l", f"app={app}", "-o", "json"))
+        return {
+            p["metadata"]["name"]: p["status"].get("podIP", "")
+            for p in listed["items"]
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        }
+
+    def exec(self, pod: str, *argv: str, timeout: float = 60) -> str:
+        return self.kubectl("exec", pod, "--", *argv, timeout=timeout)
+
+
+def switchboard(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchboard.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_environment(),
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(lab_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    data_dir = tmp_path_factory.mktemp("cluster") / "lab"
+    data_dir.mkdir()
+    try:
+        up = switchboard("up", "--nodes", "2", "--data-dir", str(data_dir), "--detach", timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = labstate.State.load(data_dir.resolve())
+        assert state is not None and state.layout is not None
+        cluster = Cluster(data_dir, tuple(node.ip for node in state.layout.nodes))
+        cluster.kubectl("apply", "-f", str(DEMO))
+        cluster.apply(WEB)
+        for deployment in ("demo", "web"):
+            cluster.kubectl(
+                "rollout", "status", f"deployment/{deployment}", "--timeout=120s", timeout=130
+            )
+        cluster.kubectl("wait", "--for=condition=Ready", "pod/client", "--timeout=60s", timeout=70)
+        yield cluster
+    finally:
+        down = switchboard("down", "--data-dir", str(data_dir), timeout=120)
+        left = labnet.leftovers(labnet.prefix_for(data_dir.resolve()))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert left == [], f"the lab left {left} behind"
+
+
+def get(url: str, within: float = 10) -> str:
+    """GET `url` from this namespace, without any proxy, retrying while it is not yet served."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with opener.open(url, timeout=2) as response:
+                return str(response.read().decode())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def test_the_demo_answers_on_every_node_address_with_the_names_of_its_pods(
+    cluster: Cluster,
+) -> None:
+    pods = set(cluster.pods("demo"))
+    assert len(pods) == 3
+    for node_ip in cluster.node_ips:
+        answers = {get(f"http://{node_ip}:{DEMO_NODE_PORT}/hostname") for _ in range(12)}
+        assert answers <= pods, f"{node_ip} answered {answers - pods}, not a demo pod"
+        assert answers, f"{node_ip} gave no answer"
+
+
+@pytest.mark.parametrize("name", ["demo", "demo.default", "demo.default.svc.cluster.local"])
+def test_a_pod_resolves_a_service_through_its_search_path_and_reaches_it(
+    cluster: Cluster, name: str
+) -> None:
+    cluster_ip = cluster.kubectl("get", "service", "demo", "-o", "jsonpath={.spec.clusterIP}")
+    client = "client"
+    resolved = cluster.exec(client, "getent", "hosts", name).split()
+    assert resolved[0] == cluster_ip
+    assert "demo.default.svc.cluster.local" in resolved[1:]
+    answer = cluster.exec(client, "curl", "-s", "-m", "2", f"http://{name}/hostname")
+    assert answer in cluster.pods("demo")
+
+
+def test_a_client_pod_reaches_web_by_its_names_while_the_backing_pods_are_replaced(
+    cluster: Cluster,
+) -> None:
+    before = set(cluster.pods("web"))
+    kubeconfig = str(cluster.data_dir / labstate.KUBECONFIG)
+    loop = subprocess.Popen(
+        ["kubectl", "--kubeconfig", kubeconfig, "exec", "client", "--", "sh", "-c", CLIENT_LOOP],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_environment(),
+    )
+    try:
+        time.sleep(0.5)
+        cluster.kubectl("rollout", "restart", "deployment/web")
+        cluster.kubectl("rollout", "status", "deployment/web", "--timeout=90s", timeout=100)
+        out, err = loop.communicate(timeout=120)
+    finally:
+        if loop.poll() is None:
+            loop.kill()
+            loop.wait()
+    after = set(cluster.pods("web"))
+    assert loop.returncode == 0, err
+    assert after.isdisjoint(before), "the rollout did not replace the pods"
+
+    results = [line.split(" ", 1) for line in out.splitlines()]
+    assert len(results) == 80
+    failed = [line for line in results if len(line) < 2 or not line[1].startswith("web-")]
+    assert failed == [], f"{len(failed)} of 80 requests got no pod's answer: {failed}"
+    served = {line[1] for line in results}
+    assert served <= before | after
+    assert served & after, "no request reached a new pod while the loop ran"
+
+
+def test_a_pod_reaches_a_cluster_ip_with_its_own_address_as_the_source(cluster: Cluster) -> None:
+    cluster_ip = cluster.kubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+    client_ip = cluster.pods("client")["client"]
+    seen = {
+        cluster.exec("client", "curl", "-s", "-m", "2", f"http://{cluster_ip}/clientip").rsplit(
+            ":", 1
+        )[0]
+        for _ in range(4)
+    }
+    assert seen == {client_ip}
+
+
+def test_kubectl_logs_and_exec_reach_a_lab_pod(cluster: Cluster) -> None:
+    pod = sorted(cluster.pods("demo"))[0]
+    assert cluster.exec(pod, "hostname").strip() == pod
+    assert cluster.exec(pod, "sh", "-c", "echo out; echo err >&2; exit 0") == "out\n"
+    logs = cluster.kubectl("logs", pod)
+    assert "Started HTTP server on port 8080" in logs
