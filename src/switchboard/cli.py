@@ -82,6 +82,7 @@ def _agent(args: argparse.Namespace) -> int:
             netns=args.netns,
             cluster_cidr=args.cluster_cidr,
             allowed_cidrs=tuple(args.dns_allow),
+            service_ip=args.dns_service_ip,
             upstreams=tuple((host, 53) for host in _nameservers(args.dns_upstreams_from)),
         )
         companions.append(nodeparts.dns_companion(dns))
@@ -93,7 +94,7 @@ def _agent(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         pod_cidr=args.pod_cidr,
         api_port=args.api_port,
-        cluster_dns=tuple(args.cluster_dns or ([] if args.no_dns else ["10.96.0.10"])),
+        cluster_dns=tuple(args.cluster_dns or ([] if args.no_dns else [args.dns_service_ip])),
         kubelet_api=nodeparts.kubelet_api(args.node_ip, args.api_port, args.netns),
         companions=companions,
     )
@@ -170,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
     agent.add_argument("--proxy-only", action="store_true", help="run only the Service proxy")
     agent.add_argument("--no-proxy", action="store_true", help="run pods without the Service proxy")
     agent.add_argument("--no-dns", action="store_true", help="run no cluster DNS on this node")
+    agent.add_argument(
+        "--dns-service-ip",
+        default="10.96.0.10",
+        help="ClusterIP of kube-system/kube-dns, created if missing, and pods' nameserver",
+    )
     agent.add_argument(
         "--dns-allow",
         action="append",

@@ -146,6 +146,7 @@ class DnsOptions:
     cluster_cidr: str = "10.244.0.0/16"
     upstreams: tuple[tuple[str, int], ...] = ()
     allowed_cidrs: tuple[str, ...] = ()  # besides the pods, this node and loopback
+    service_ip: str = "10.96.0.10"  # kube-dns's ClusterIP; "" leaves the Service alone
     port: int = 53
 
 
@@ -173,6 +174,35 @@ def _dns_slice(options: DnsOptions) -> dict[str, object]:
             {"name": "dns-tcp", "port": options.port, "protocol": "TCP"},
         ],
     }
+
+
+async def _ensure_dns_service(client: rest.Client, address: str) -> None:
+    """`kube-system/kube-dns` on `address`, so manifests that hard-code it work.
+
+    It has no selector: each node's DNS publishes itself as an EndpointSlice
+    of it. Whichever node comes first creates it; an address the cluster's
+    service range does not hold is reported and the Service left out.
+    """
+    namespace, name = DNS_SERVICE
+    body = {
+        "metadata": {
+            "name": name,
+            "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
+        },
+        "spec": {
+            "clusterIP": address,
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
+        },
+    }
+    try:
+        await client.create(kinds.SERVICES, namespace, body)
+    except errors.AlreadyExists:
+        pass
+    except errors.Invalid as exc:
+        log.warning("cannot create %s/%s on %s: %s", namespace, name, address, exc.message)
 
 
 async def _publish_dns_endpoint(client: rest.Client, options: DnsOptions) -> None:
@@ -220,6 +250,8 @@ async def run_dns(options: DnsOptions) -> None:
         waiter.cancel()
         if server.done():
             server.result()
+        if options.service_ip:
+            await _ensure_dns_service(client, options.service_ip)
         await _publish_dns_endpoint(client, options)
         await server
     finally:

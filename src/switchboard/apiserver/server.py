@@ -79,7 +79,6 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     if port == 0 and server is not None and server.sockets:
         port = server.sockets[0].getsockname()[1]
     await services.ensure_kubernetes_service(registry, hooks, config.bind_address, port)
-    await services.ensure_dns_service(registry, hooks)
     host = config.bind_address if ":" not in config.bind_address else f"[{config.bind_address}]"
     write_kubeconfig(kubeconfig_path, f"http://{host}:{port}")
     if ready is not None:

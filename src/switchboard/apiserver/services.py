@@ -206,37 +206,6 @@ async def ensure_kubernetes_service(
             await registry.update(kind, "default", "kubernetes", replace)
 
 
-async def ensure_dns_service(registry: Registry, hooks: ServiceHooks) -> None:
-    """`kube-system/kube-dns` on the CIDR's tenth address, so manifests that hard-code it work.
-
-    It has no selector: each node's agent publishes its DNS as an EndpointSlice of it.
-    """
-    network = ipaddress.ip_network(hooks.service_cidr)
-    address = str(network.network_address + 10)
-    try:
-        await registry.get(kinds.SERVICES, "kube-system", "kube-dns")
-    except status.APIError as exc:
-        if exc.code != 404:
-            raise
-        await registry.create(
-            kinds.SERVICES,
-            "kube-system",
-            {
-                "metadata": {
-                    "name": "kube-dns",
-                    "labels": {"k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"},
-                },
-                "spec": {
-                    "clusterIP": address,
-                    "ports": [
-                        {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                        {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-                    ],
-                },
-            },
-        )
-
-
 async def repair_loop(registry: Registry, hooks: ServiceHooks) -> None:
     while True:
         await asyncio.sleep(REPAIR_INTERVAL)
