@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import ipaddress
 import itertools
 import json
@@ -102,8 +103,12 @@ class Node:
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            done, _ = await asyncio.wait([self.task], timeout=30)
+            if not done:
+                stacks = io.StringIO()
+                for task in asyncio.all_tasks():
+                    task.print_stack(file=stacks)
+                raise AssertionError(f"the agent did not stop within 30s:\n{stacks.getvalue()}")
             self.task = None
 
     def spawn(self) -> subprocess.Popen[bytes]:
@@ -284,6 +289,18 @@ async def events_of(client: rest.Client, namespace: str, name: str) -> list[tupl
         for e in listed["items"]
         if e["involvedObject"].get("name") == name
     ]
+
+
+async def explain(client: rest.Client, namespace: str, name: str) -> str:
+    """The pod's container states and events, for a failure message."""
+    pod = await get_pod(client, namespace, name)
+    return json.dumps(
+        {
+            "containerStatuses": pod["status"].get("containerStatuses"),
+            "events": await events_of(client, namespace, name),
+        },
+        indent=1,
+    )
 
 
 async def until_event(
@@ -488,7 +505,10 @@ async def test_readiness_follows_the_probes_and_a_failed_liveness_probe_restarts
         pod = await get_pod(client, namespace, "probed")
         return pod if container(pod, "gate")["restartCount"] >= 1 else None
 
-    pod = await eventually(restarted)
+    try:
+        pod = await eventually(restarted)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{await explain(client, namespace, 'probed')}") from None
     assert container(pod, "web")["restartCount"] == 0
     await until_event(
         client,
@@ -569,6 +589,10 @@ async def _false_async(value: bool) -> bool:
     return not value
 
 
+async def _async(value: Any) -> Any:
+    return value
+
+
 async def test_restart_policy_on_failure_restarts_until_the_container_succeeds(
     node: Node, client: rest.Client, namespace: str, tmp_path: Path
 ) -> None:
@@ -613,8 +637,9 @@ async def test_the_kubelet_api_hook_gets_the_runtime_which_finds_logs_and_execs_
 
     current = pods.log_path(namespace, "talker", "app")
     previous = pods.log_path(namespace, "talker", "app", previous=True)
-    assert current is not None and current.read_text() == "run 2\n"
-    assert previous is not None and previous.read_text() == "run 1\n"
+    assert current is not None and previous is not None
+    assert await eventually(lambda: _async(_whole_lines(current))) == "run 2\n"
+    assert previous.read_text() == "run 1\n"
     assert pods.log_path(namespace, "talker", "nope") is None
     assert pods.log_path(namespace, "nobody", "app") is None
 

@@ -509,11 +509,11 @@ class RunningPod:
 
     async def detach(self) -> None:
         """Stop supervising without touching the processes (the agent is going away)."""
-        for task in (self._task, self._stopper):
-            if task is not None and not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        tasks = [t for t in (self._task, self._stopper) if t is not None and not t.done()]
+        for task in tasks:
+            task.cancel()
+        # gather, not `suppress(CancelledError)`: that would swallow a cancel of the caller too.
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._persist()
 
     # -- supervision -------------------------------------------------------------
