@@ -506,7 +506,7 @@ async def test_readiness_follows_the_probes_and_a_failed_liveness_probe_restarts
         return pod if container(pod, "gate")["restartCount"] >= 1 else None
 
     try:
-        pod = await eventually(restarted)
+        pod = await eventually(restarted, within=30)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{await explain(client, namespace, 'probed')}") from None
     assert container(pod, "web")["restartCount"] == 0
@@ -538,10 +538,14 @@ async def test_a_crashing_container_is_restarted_with_growing_back_off(
     assert status["lastState"]["terminated"]["exitCode"] == 3
     assert status["lastState"]["terminated"]["reason"] == "Error"
     assert pod["status"]["phase"] == "Running"  # restartPolicy Always: it keeps coming back
-    times = [float(t) for t in starts.read_text().split()]
+
+    async def four_runs() -> list[float]:  # the fourth may be Running before its first line
+        times = [float(t) for t in _whole_lines(starts).split()]
+        return times if len(times) >= 4 else []
+
+    times = await eventually(four_runs)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # Immediate first restart, then BACKOFF, 2 × BACKOFF, ...
-    assert len(gaps) >= 3, (status, sorted(node.data_dir.glob("pods/*/crasher/*")))
     assert gaps[1] >= BACKOFF * 0.9 and gaps[2] >= 2 * BACKOFF * 0.9, gaps
 
     async def backing_off() -> Any:

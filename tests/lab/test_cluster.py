@@ -51,10 +51,14 @@ spec:
     metadata:
       labels: {app: web}
     spec:
+      # As Kubernetes' own e2e tests do: a replaced pod keeps serving for a moment after
+      # SIGTERM, while its endpoint's removal travels to every node's rules; without
+      # it a connection can reach a pod that is already gone, here as on any cluster.
+      terminationGracePeriodSeconds: 5
       containers:
         - name: netexec
           image: registry.k8s.io/e2e-test-images/agnhost:2.53
-          args: ["netexec", "--http-port=8080"]
+          args: ["netexec", "--http-port=8080", "--delay-shutdown=2"]
           ports: [{name: http, containerPort: 8080}]
           readinessProbe:
             httpGet: {path: /healthz, port: 8080}

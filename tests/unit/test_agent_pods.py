@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from switchboard.agent import launch, podstatus, probes, runtime
+from switchboard.agent import containerstate, launch, podstatus, probes, runtime
 
 NODE = launch.NodeFacts(name="node-1", ip="10.250.0.1", cpu=4, memory_bytes=8 * 2**30)
 
@@ -199,9 +199,9 @@ def test_a_probe_takes_kubernetes_defaults_and_named_ports_resolve() -> None:
 
 
 def status(
-    name: str, state: runtime.State, last: runtime.Terminated | None = None
-) -> runtime.ContainerStatus:
-    return runtime.ContainerStatus(
+    name: str, state: containerstate.State, last: containerstate.Terminated | None = None
+) -> containerstate.ContainerStatus:
+    return containerstate.ContainerStatus(
         name=name,
         image="busybox",
         image_id="x",
@@ -212,17 +212,17 @@ def status(
     )
 
 
-RUNNING = runtime.Running(started_at=1000.0)
-OK = runtime.Terminated(0, "Completed", 1010.0, started_at=1000.0)
-FAILED = runtime.Terminated(3, "Error", 1010.0, started_at=1000.0)
-BACKOFF = runtime.Waiting("CrashLoopBackOff", "back-off 10s")
+RUNNING = containerstate.Running(started_at=1000.0)
+OK = containerstate.Terminated(0, "Completed", 1010.0, started_at=1000.0)
+FAILED = containerstate.Terminated(3, "Error", 1010.0, started_at=1000.0)
+BACKOFF = containerstate.Waiting("CrashLoopBackOff", "back-off 10s")
 
 
 @pytest.mark.parametrize(
     ("policy", "states", "expected"),
     [
-        ("Always", [runtime.Waiting("ContainerCreating")], "Pending"),
-        ("Always", [RUNNING, runtime.Waiting("ErrImagePull")], "Pending"),
+        ("Always", [containerstate.Waiting("ContainerCreating")], "Pending"),
+        ("Always", [RUNNING, containerstate.Waiting("ErrImagePull")], "Pending"),
         ("Always", [RUNNING], "Running"),
         ("Always", [OK], "Running"),  # about to be restarted
         ("OnFailure", [FAILED], "Running"),
@@ -231,7 +231,9 @@ BACKOFF = runtime.Waiting("CrashLoopBackOff", "back-off 10s")
         ("Never", [RUNNING, FAILED], "Running"),
     ],
 )
-def test_phase_follows_the_kubelet(policy: str, states: list[runtime.State], expected: str) -> None:
+def test_phase_follows_the_kubelet(
+    policy: str, states: list[containerstate.State], expected: str
+) -> None:
     containers = [status(f"c{i}", s) for i, s in enumerate(states)]
     assert podstatus.phase(policy, [], containers) == expected
 
@@ -245,14 +247,14 @@ def test_a_container_backing_off_keeps_the_pod_running_and_a_deleted_pod_ends() 
 
 def test_a_failing_init_container_keeps_the_pod_pending_or_fails_it_under_never() -> None:
     init = [status("init", FAILED)]
-    main = [status("c", runtime.Waiting("PodInitializing"))]
+    main = [status("c", containerstate.Waiting("PodInitializing"))]
     assert podstatus.phase("Always", init, main) == "Pending"
     assert podstatus.phase("Never", init, main) == "Failed"
 
 
 def test_status_reports_ips_conditions_and_container_states() -> None:
     p = pod({"name": "web", "image": "busybox"}, {"name": "side", "image": "busybox"})
-    snapshot = runtime.PodSnapshot(
+    snapshot = containerstate.PodSnapshot(
         init_containers=(),
         containers=(status("web", RUNNING), status("side", BACKOFF, last=FAILED)),
         initialized=True,

@@ -43,7 +43,7 @@ import time
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
-from switchboard.agent import launch, podnet, podstatus, probes, runtime
+from switchboard.agent import containerstate, launch, podnet, podstatus, probes, runtime
 from switchboard.api import kinds
 from switchboard.api.kinds import Obj
 from switchboard.client import errors, rest
@@ -51,7 +51,6 @@ from switchboard.client.events import EventRecorder, EventType
 from switchboard.client.informer import Informer
 
 log = logging.getLogger(__name__)
-_Record = runtime.PodRecord
 
 FORCE_DELETE_GRACE = 2.0  # the kubelet's minimum grace when a pod vanishes from the API
 ORPHAN_GRACE = 30.0
@@ -94,7 +93,7 @@ class Agent:
         self.nodes = Informer(client, kinds.NODES) if routes else None
         self._workers: dict[str, _PodWorker] = {}
         self._finished: set[str] = set()
-        self._recovered: dict[str, _Record] = {}
+        self._recovered: dict[str, containerstate.PodRecord] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._routes_wake = asyncio.Event()
 
@@ -192,7 +191,7 @@ class Agent:
                 log.info("removing the network of pod %s: no pod of that uid is here", uid)
                 await asyncio.to_thread(self.network.remove_pod, uid)
 
-    async def _stop_orphan(self, record: runtime.PodRecord) -> None:
+    async def _stop_orphan(self, record: containerstate.PodRecord) -> None:
         await self.runtime.stop_recorded(record, ORPHAN_GRACE)
         await asyncio.to_thread(self.network.remove_pod, record.uid)
 
@@ -241,7 +240,7 @@ class Agent:
 class _PodWorker:
     """Converges one pod (by uid) on its spec; ends when the pod is gone."""
 
-    def __init__(self, agent: Agent, pod: Obj, record: runtime.PodRecord | None) -> None:
+    def __init__(self, agent: Agent, pod: Obj, record: containerstate.PodRecord | None) -> None:
         self.agent = agent
         self.pod = pod
         meta = pod["metadata"]
@@ -391,17 +390,17 @@ class _PodWorker:
             record=self.record,
         )
 
-    async def _sync_probes(self, snapshot: runtime.PodSnapshot) -> None:
+    async def _sync_probes(self, snapshot: containerstate.PodSnapshot) -> None:
         specs = {str(c["name"]): c for c in (self.pod.get("spec") or {}).get("containers") or []}
         for status in snapshot.containers:
             current = self.probes.get(status.name)
-            running = isinstance(status.state, runtime.Running) and not snapshot.stopping
+            running = isinstance(status.state, containerstate.Running) and not snapshot.stopping
             if current is not None and (not running or current.container_id != status.container_id):
                 await current.stop()
                 del self.probes[status.name]
                 current = None
             if running and current is None and status.name in specs:
-                assert isinstance(status.state, runtime.Running)
+                assert isinstance(status.state, containerstate.Running)
                 prober = probes.ContainerProbes(
                     specs[status.name],
                     probes.Target(
@@ -443,7 +442,7 @@ class _PodWorker:
     # -- status ------------------------------------------------------------------------
 
     async def _write_status(
-        self, snapshot: runtime.PodSnapshot | None, terminal: bool = False
+        self, snapshot: containerstate.PodSnapshot | None, terminal: bool = False
     ) -> None:
         probed = {
             name: podstatus.Probed(ready=p.ready, started=p.started)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from switchboard.agent import launch, runtime
+from switchboard.agent import containerstate, launch
 from switchboard.api.kinds import Obj
 
 _OWN_CONDITIONS = ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady")
@@ -47,7 +47,7 @@ def format_time(ts: float) -> str:
 
 def pod_status(
     pod: Obj,
-    snapshot: runtime.PodSnapshot | None,
+    snapshot: containerstate.PodSnapshot | None,
     probed: Mapping[str, Probed],
     *,
     pod_ip: str | None,
@@ -92,19 +92,19 @@ def pod_status(
 
 
 def _statuses(
-    pod: Obj, snapshot: runtime.PodSnapshot | None
-) -> tuple[list[runtime.ContainerStatus], list[runtime.ContainerStatus]]:
+    pod: Obj, snapshot: containerstate.PodSnapshot | None
+) -> tuple[list[containerstate.ContainerStatus], list[containerstate.ContainerStatus]]:
     if snapshot is not None:
         return list(snapshot.init_containers), list(snapshot.containers)
     spec = pod.get("spec") or {}
     inits = spec.get("initContainers") or []
 
-    def waiting(container: Obj, reason: str) -> runtime.ContainerStatus:
-        return runtime.ContainerStatus(
+    def waiting(container: Obj, reason: str) -> containerstate.ContainerStatus:
+        return containerstate.ContainerStatus(
             name=str(container["name"]),
             image=str(container.get("image", "")),
             image_id="",
-            state=runtime.Waiting(reason),
+            state=containerstate.Waiting(reason),
             last_state=None,
             restart_count=0,
             container_id="",
@@ -117,12 +117,14 @@ def _statuses(
     )
 
 
-def container_status(status: runtime.ContainerStatus, probed: Probed | None, *, init: bool) -> Obj:
+def container_status(
+    status: containerstate.ContainerStatus, probed: Probed | None, *, init: bool
+) -> Obj:
     """One entry of containerStatuses (or initContainerStatuses)."""
     state = status.state
-    running = isinstance(state, runtime.Running)
+    running = isinstance(state, containerstate.Running)
     if init:
-        ready = isinstance(state, runtime.Terminated) and state.exit_code == 0
+        ready = isinstance(state, containerstate.Terminated) and state.exit_code == 0
         started = running
     else:
         started = running and probed is not None and probed.started
@@ -142,13 +144,13 @@ def container_status(status: runtime.ContainerStatus, probed: Probed | None, *, 
     return obj
 
 
-def state_object(state: runtime.State) -> Obj:
-    if isinstance(state, runtime.Waiting):
+def state_object(state: containerstate.State) -> Obj:
+    if isinstance(state, containerstate.Waiting):
         waiting: Obj = {"reason": state.reason}
         if state.message:
             waiting["message"] = state.message
         return {"waiting": waiting}
-    if isinstance(state, runtime.Running):
+    if isinstance(state, containerstate.Running):
         return {"running": {"startedAt": format_time(state.started_at)}}
     terminated: Obj = {
         "exitCode": state.exit_code,
@@ -167,24 +169,24 @@ def state_object(state: runtime.State) -> Obj:
 
 def phase(
     restart_policy: str,
-    init_containers: Iterable[runtime.ContainerStatus],
-    containers: Iterable[runtime.ContainerStatus],
+    init_containers: Iterable[containerstate.ContainerStatus],
+    containers: Iterable[containerstate.ContainerStatus],
     *,
     terminal: bool = False,
 ) -> str:
     """The kubelet's getPhase over the containers' states."""
     for init in init_containers:
         state = init.state
-        if isinstance(state, runtime.Terminated) and state.exit_code == 0:
+        if isinstance(state, containerstate.Terminated) and state.exit_code == 0:
             continue
-        ended = state if isinstance(state, runtime.Terminated) else init.last_state
+        ended = state if isinstance(state, containerstate.Terminated) else init.last_state
         if ended is not None and (restart_policy == "Never" or terminal):
             return "Failed"
         return "Failed" if terminal else "Pending"
     running = waiting = stopped = succeeded = 0
     for c in containers:
-        ended = c.state if isinstance(c.state, runtime.Terminated) else c.last_state
-        if isinstance(c.state, runtime.Running):
+        ended = c.state if isinstance(c.state, containerstate.Terminated) else c.last_state
+        if isinstance(c.state, containerstate.Running):
             running += 1
         elif ended is not None:
             stopped += 1
