@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -413,25 +416,51 @@ def test_delete_by_label_deletes_only_the_matching_objects(server: Server, names
     assert [r[0] for r in left] == ["db"]
 
 
-@pytest.mark.xfail(
-    reason="nothing removes the `orphan` finalizer yet (no garbage collector), so kubectl "
-    "waits for a deletion that never completes",
-    strict=True,
-)
-def test_delete_with_cascade_orphan_returns_and_the_object_is_gone(
+def test_delete_with_cascade_orphan_returns_and_leaves_the_replicaset_unowned(
     server: Server, namespace: str
 ) -> None:
-    apply(server, namespace, deployment("web"))
-
-    out = server.kubectl(
-        "delete", "deploy", "web", "-n", namespace, "--cascade=orphan", "--timeout=3s"
+    # The `orphan` finalizer is the garbage collector's to process: run the controllers.
+    manager = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "switchboard.cli",
+            "controller-manager",
+            "--kubeconfig",
+            str(server.kubeconfig),
+            "--no-leader-elect",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
-    after = server.kubectl("get", "deploy", "web", "-n", namespace, check=False)
+    try:
+        apply(server, namespace, deployment("web"))
+        deadline = time.monotonic() + 30
+        while not server.kubectl("get", "rs", "-n", namespace, "-o", "name").stdout.strip():
+            assert time.monotonic() < deadline, "the deployment got no ReplicaSet"
+            time.sleep(0.2)
+
+        out = server.kubectl(
+            "delete", "deploy", "web", "-n", namespace, "--cascade=orphan", "--timeout=30s"
+        )
+        after = server.kubectl("get", "deploy", "web", "-n", namespace, check=False)
+        deadline = time.monotonic() + 30
+        while True:  # the garbage collector drops the ownerReference, then the finalizer
+            left = server.kubectl("get", "rs", "-n", namespace, "-o", "json")
+            replicasets = json.loads(left.stdout)["items"]
+            if all(not rs["metadata"].get("ownerReferences") for rs in replicasets):
+                break
+            assert time.monotonic() < deadline, "the ReplicaSet kept its ownerReference"
+            time.sleep(0.2)
+    finally:
+        manager.terminate()
+        manager.wait(timeout=15)
 
     assert out.stdout.splitlines() == ['deployment.apps "web" deleted']
     assert after.stderr.splitlines() == [
         'Error from server (NotFound): deployments.apps "web" not found'
     ]
+    assert [rs["metadata"]["name"].startswith("web-") for rs in replicasets] == [True]
 
 
 def test_deleting_a_namespace_removes_everything_in_it(server: Server) -> None:
