@@ -16,7 +16,7 @@ namespace finalizer loop in `lifecycle`.
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -518,7 +518,7 @@ class Registry:
         opts: ListOptions,
         *,
         encoded: bool = False,
-    ) -> AsyncIterator[tuple[str, Obj | Encoded]]:
+    ) -> AsyncGenerator[tuple[str, Obj | Encoded], None]:
         """Yield (type, object) pairs: ADDED, MODIFIED, DELETED, and ("BOOKMARK", rv) markers.
 
         With no resourceVersion or "0", the current state comes first as

@@ -24,7 +24,7 @@ from switchboard.apiserver.registry import INITIAL_EVENTS_END, Encoded, ListOpti
 
 DEFAULT_TIMEOUT = 1800.0
 _LIVENESS_CHECK = 1.0  # seconds between checks that an idle watch's client is still there
-_DONE = object()
+_DONE: Any = object()
 
 
 def _event(kind_: str, obj: Any) -> bytes:
@@ -55,98 +55,91 @@ async def serve(
     interval: float = request.app.get("bookmark_interval", 60.0)
     metrics = request.app.get("metrics")
 
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1024)
     # Plain JSON watches without a name filter send the stored bytes as they are.
     events = registry.watch(kind, namespace, opts, encoded=not as_table and name is None)
-
-    async def pump() -> None:
-        try:
-            async for item in events:
-                await queue.put(item)
-        except status.APIError as exc:
-            await queue.put(exc)
-        finally:
-            await queue.put(_DONE)
-
-    task = asyncio.create_task(pump())
+    first = asyncio.ensure_future(anext(events, _DONE))
     # A watch that cannot start (a compacted revision) fails before the 200 goes out.
-    try:
-        first = await asyncio.wait_for(queue.get(), timeout=0.05)
-    except TimeoutError:
-        first = None
-    if isinstance(first, status.APIError):
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise first
+    await asyncio.wait({first}, timeout=0.05)
+    if first.done() and isinstance(first.exception(), status.APIError):
+        await events.aclose()
+        raise first.exception()  # type: ignore[misc]
     resp = web.StreamResponse(status=200)
     resp.content_type = "application/json"
     resp.enable_chunked_encoding()
-    await resp.prepare(request)
+    try:
+        await resp.prepare(request)
+    except BaseException:
+        first.cancel()
+        raise
     if metrics is not None:
         metrics.watchers.labels(kind.plural).inc()
-    pending: list[Any] = [] if first is None else [first]
+    loop = asyncio.get_running_loop()
     # Until an event goes out, a bookmark carries the revision the watch started from:
     # "0" would send a client that resumes from it back to a full relist.
     rv = opts.resource_version
-    last_rv = rv if rv.isascii() and rv.isdigit() else "0"
+    stream = _Stream(resp, rv if rv.isascii() and rv.isdigit() else "0")
     headers_sent = False
-    deadline = asyncio.get_running_loop().time() + timeout
-    # Spread bookmarks so many watchers opened together do not all fire at once.
-    next_bookmark = asyncio.get_running_loop().time() + interval * random.uniform(0.5, 1.0)
-    try:
+
+    async def tick(limit: asyncio.Timeout) -> None:
+        """Bookmarks on time, and an early end when the client has gone away.
+
+        aiohttp does not cancel a handler whose client went away, and a quiet
+        watch would otherwise hold on until its timeout.
+        """
+        # Spread bookmarks so many watchers opened together do not all fire at once.
+        next_bookmark = loop.time() + interval * random.uniform(0.5, 1.0)
         while True:
-            now = asyncio.get_running_loop().time()
-            due = min(deadline, next_bookmark if bookmarks else deadline)
-            # Wake up now and then even when idle: aiohttp does not cancel a handler whose
-            # client went away, and a quiet watch would otherwise hold on until its timeout.
-            wait = min(due - now, _LIVENESS_CHECK)
-            try:
-                item = pending.pop() if pending else await _get(queue, wait)
-            except TimeoutError:
-                if request.transport is None or request.transport.is_closing():
-                    break
-                now = asyncio.get_running_loop().time()
-                if now >= deadline:
-                    break
-                if bookmarks and now >= next_bookmark:
-                    await resp.write(_bookmark(kind, last_rv))
-                    next_bookmark = now + interval
-                continue
-            if item is _DONE:
-                break
-            if isinstance(item, status.APIError):
-                await resp.write(_event("ERROR", item.status()))
-                break
-            type_, obj = item
-            if isinstance(obj, Encoded):
-                last_rv = obj.resource_version
-                await resp.write(b'{"type":"%s","object":%s}\n' % (type_.encode(), obj.data))
-                continue
-            if type_ == INITIAL_EVENTS_END:
-                last_rv = obj["metadata"]["resourceVersion"]
-                if initial_end and bookmarks:
-                    await resp.write(_bookmark(kind, last_rv, initial_events_end=True))
-                continue
-            if name is not None and obj["metadata"].get("name") != name:
-                continue
-            last_rv = obj["metadata"].get("resourceVersion", last_rv)
-            if as_table:
-                table = tables.table(
-                    kind, [obj], now=datetime.now(UTC), include_object=include_object
-                )
-                if headers_sent:
-                    table["columnDefinitions"] = []
-                headers_sent = True
-                await resp.write(_event(type_, table))
-            else:
-                await resp.write(_event(type_, obj))
-    except (ConnectionResetError, asyncio.CancelledError):
+            await asyncio.sleep(min(_LIVENESS_CHECK, max(0.0, next_bookmark - loop.time())))
+            if request.transport is None or request.transport.is_closing():
+                limit.reschedule(loop.time())
+                return
+            if bookmarks and loop.time() >= next_bookmark:
+                await stream.write(_bookmark(kind, stream.last_rv))
+                next_bookmark = loop.time() + interval
+            elif not bookmarks:
+                next_bookmark = loop.time() + _LIVENESS_CHECK
+
+    timer: asyncio.Task[None] | None = None
+    try:
+        # The events are read here, in the handler itself: one task wake-up per event
+        # per watcher; the timer ends the stream by moving this deadline.
+        async with asyncio.timeout_at(loop.time() + timeout) as limit:
+            timer = asyncio.create_task(tick(limit))
+            item = await first
+            while item is not _DONE:
+                type_, obj = item
+                if isinstance(obj, Encoded):
+                    stream.last_rv = obj.resource_version
+                    await stream.write(b'{"type":"%s","object":%s}\n' % (type_.encode(), obj.data))
+                elif type_ == INITIAL_EVENTS_END:
+                    stream.last_rv = obj["metadata"]["resourceVersion"]
+                    if initial_end and bookmarks:
+                        await stream.write(_bookmark(kind, stream.last_rv, initial_events_end=True))
+                elif name is None or obj["metadata"].get("name") == name:
+                    stream.last_rv = obj["metadata"].get("resourceVersion", stream.last_rv)
+                    if as_table:
+                        table = tables.table(
+                            kind, [obj], now=datetime.now(UTC), include_object=include_object
+                        )
+                        if headers_sent:
+                            table["columnDefinitions"] = []
+                        headers_sent = True
+                        await stream.write(_event(type_, table))
+                    else:
+                        await stream.write(_event(type_, obj))
+                item = await anext(events, _DONE)
+    except status.APIError as exc:
+        with contextlib.suppress(ConnectionResetError):
+            await stream.write(_event("ERROR", exc.status()))
+    except (TimeoutError, ConnectionResetError):
         pass
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        if timer is not None:
+            timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await timer
+        with contextlib.suppress(Exception):
+            await events.aclose()
         if metrics is not None:
             metrics.watchers.labels(kind.plural).dec()
     with contextlib.suppress(ConnectionResetError):
@@ -154,16 +147,18 @@ async def serve(
     return resp
 
 
-async def _get(queue: asyncio.Queue[Any], wait: float) -> Any:
-    """The next item within `wait` seconds; TimeoutError if none came (at once if wait <= 0).
+class _Stream:
+    """The response and the newest revision sent, shared by the event loop and the timer."""
 
-    asyncio.timeout rather than wait_for: wait_for runs the get in a task of its own,
-    a task and an extra loop iteration for every event on every watch.
-    """
-    if wait <= 0:
-        raise TimeoutError
-    async with asyncio.timeout(wait):
-        return await queue.get()
+    def __init__(self, resp: web.StreamResponse, last_rv: str) -> None:
+        self.resp = resp
+        self.last_rv = last_rv
+        self._lock = asyncio.Lock()
+
+    async def write(self, data: bytes) -> None:
+        # Bookmarks come from the timer task: one write at a time keeps lines whole.
+        async with self._lock:
+            await self.resp.write(data)
 
 
 def _bookmark(kind: ResourceKind, rv: str, *, initial_events_end: bool = False) -> bytes:
