@@ -1,0 +1,373 @@
+"""The data plane of a whole lab cluster under disturbance: an agent restart, a UDP endpoint's end.
+
+As in test_cluster.py, one two-node lab serves the module: `switchboard up
+--detach`, driven with `kubectl`, removed with `switchboard down` when the
+module ends, passed or failed. Every request is made inside a pod with
+`kubectl exec`, so it leaves from that pod's network namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from switchboard import labnet, labstate
+from tests.lab.conftest import clean_environment
+
+pytestmark = pytest.mark.lab
+
+APPLY_STDIN = ("apply", "-f", "-")
+UDP_PORT = 8081
+CLIENT_SOURCE_PORT = 40000
+# `web`: HTTP on a ClusterIP; `echo-udp`: UDP on a ClusterIP, two pods; `client` asks.
+MANIFEST = f"""
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: web}}
+  template:
+    metadata:
+      labels: {{app: web}}
+    spec:
+      containers:
+        - name: netexec
+          image: registry.k8s.io/e2e-test-images/agnhost:2.53
+          args: ["netexec", "--http-port=8080"]
+          ports: [{{name: http, containerPort: 8080}}]
+          readinessProbe:
+            httpGet: {{path: /healthz, port: 8080}}
+            periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: echo-udp
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {{app: echo-udp}}
+  template:
+    metadata:
+      labels: {{app: echo-udp}}
+    spec:
+      containers:
+        - name: netexec
+          image: registry.k8s.io/e2e-test-images/agnhost:2.53
+          args: ["netexec", "--http-port=8080", "--udp-port={UDP_PORT}"]
+          ports:
+            - {{name: http, containerPort: 8080}}
+            - {{name: udp, containerPort: {UDP_PORT}, protocol: UDP}}
+          readinessProbe:
+            httpGet: {{path: /healthz, port: 8080}}
+            periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: echo-udp
+spec:
+  selector: {{app: echo-udp}}
+  ports: [{{name: udp, port: {UDP_PORT}, targetPort: udp, protocol: UDP}}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+  labels: {{app: client}}
+spec:
+  containers:
+    - name: pause
+      image: registry.k8s.io/e2e-test-images/agnhost:2.53
+      args: ["pause"]
+"""
+# Runs in the looper pod: 60 requests to web's ClusterIP, 0.1 s apart, one line each.
+# The address, not the name: the node's DNS runs in the agent's process and is down
+# while the agent restarts; this test is about the data plane.
+HTTP_LOOP = (
+    "for i in $(seq 60); do"
+    " curl -s -m 2 http://{ip}/hostname || echo FAIL-curl-exit-$?; echo; sleep 0.1;"
+    " done"
+)
+# Runs inside the client pod: UDP "hostname" queries from one fixed source port to
+# argv[1]:argv[2] every 0.2 s for argv[4] seconds, one line per answer ("-" for none);
+# stops at the first answer that is not argv[3].
+UDP_QUERIES = """
+import socket, sys, time
+address, port, avoid, within = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[5])))
+s.settimeout(0.2)
+deadline = time.monotonic() + within
+while time.monotonic() < deadline:
+    try:
+        s.sendto(b"hostname", (address, port))
+        answer = s.recv(512).decode().strip()
+    except OSError:
+        answer = "-"
+    print(answer, flush=True)
+    if answer not in ("-", avoid):
+        break
+    time.sleep(0.2)
+"""
+
+
+@dataclass
+class Cluster:
+    data_dir: Path
+    node_ips: tuple[str, ...]
+    # Agents this module started itself, stopped at the end if `switchboard down` did not.
+    restarted: list[labstate.Process] = field(default_factory=list)
+
+    @property
+    def kubeconfig(self) -> str:
+        return str(self.data_dir / labstate.KUBECONFIG)
+
+    def kubectl(self, *args: str, timeout: float = 60) -> str:
+        done = subprocess.run(
+            ["kubectl", "--kubeconfig", self.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=clean_environment(),
+            check=False,
+        )
+        assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
+        return done.stdout
+
+    def apply(self, manifest: str) -> None:
+        done = subprocess.run(
+            ["kubectl", "--kubeconfig", self.kubeconfig, *APPLY_STDIN],
+            input=manifest,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_environment(),
+            check=False,
+        )
+        assert done.returncode == 0, f"kubectl apply: {done.stderr}"
+
+    def pods(self, app: str) -> dict[str, str]:
+        """Name → pod IP of the running pods labelled app=`app`."""
+        listed = json.loads(self.kubectl("get", "pods", "-l", f"app={app}", "-o", "json"))
+        return {
+            p["metadata"]["name"]: p["status"].get("podIP", "")
+            for p in listed["items"]
+            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+        }
+
+    def exec(self, pod: str, *argv: str, timeout: float = 60) -> str:
+        return self.kubectl("exec", pod, "--", *argv, timeout=timeout)
+
+
+def switchboard(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "switchboard.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=clean_environment(),
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def cluster(lab_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    data_dir = tmp_path_factory.mktemp("cluster") / "lab"
+    data_dir.mkdir()
+    cluster = Cluster(data_dir, ())
+    try:
+        up = switchboard("up", "--nodes", "2", "--data-dir", str(data_dir), "--detach", timeout=300)
+        assert up.returncode == 0, up.stdout + up.stderr
+        state = labstate.State.load(data_dir.resolve())
+        assert state is not None and state.layout is not None
+        cluster.node_ips = tuple(node.ip for node in state.layout.nodes)
+        cluster.apply(MANIFEST)
+        for deployment in ("web", "echo-udp"):
+            cluster.kubectl(
+                "rollout", "status", f"deployment/{deployment}", "--timeout=120s", timeout=130
+            )
+        cluster.kubectl("wait", "--for=condition=Ready", "pod/client", "--timeout=60s", timeout=70)
+        yield cluster
+    finally:
+        # Pods that outlived a killed agent are no longer its descendants, so `down`
+        # may not find them: note them (by this lab's directory in their command
+        # line) and their namespaces, and end whatever `down` leaves.
+        pods = lab_processes(data_dir.resolve()) if cluster.restarted else []
+        pod_namespaces = labstate.namespaces_of(pods)
+        down = switchboard("down", "--data-dir", str(data_dir), timeout=120)
+        for agent in cluster.restarted:  # in case `down` did not know it
+            labstate.stop([agent])
+        labstate.stop_pids(p.pid for p in pods if p.alive())
+        deadline = time.monotonic() + 5  # SIGKILL is not waited for
+        while any(p.alive() for p in pods) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stray = [p.pid for p in pods if p.alive()]
+        if pod_namespaces:
+            labnet.destroy(labnet.prefix_for(data_dir.resolve()), also=pod_namespaces)
+        left = labnet.leftovers(labnet.prefix_for(data_dir.resolve()))
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert left == [], f"the lab left {left} behind"
+    assert stray == [], f"pods outlived the lab: {stray}"
+
+
+def lab_processes(data_dir: Path) -> list[labstate.Process]:
+    """Live processes whose command line names `data_dir` (the lab's pods, among others)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        record = labstate.Process.of("pod", int(entry))
+        if record is not None and any(str(data_dir) in arg for arg in record.argv):
+            found.append(record)
+    return found
+
+
+def pod_states(cluster: Cluster) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Name → (uid, restart counts) of every pod in the default namespace."""
+    listed = json.loads(cluster.kubectl("get", "pods", "-o", "json"))
+    return {
+        p["metadata"]["name"]: (
+            p["metadata"]["uid"],
+            tuple(c.get("restartCount", 0) for c in p["status"].get("containerStatuses", [])),
+        )
+        for p in listed["items"]
+    }
+
+
+def restart_agent(cluster: Cluster, node_name: str) -> labstate.Process:
+    """SIGKILL the agent of `node_name` and start it again with the command line it had."""
+    data_dir = cluster.data_dir.resolve()
+    state = labstate.State.load(data_dir)
+    assert state is not None
+    role = f"agent {node_name}"
+    [old] = [p for p in state.processes if p.role == role]
+    assert old.alive(), f"the {role} is not running before the test"
+    os.kill(old.pid, signal.SIGKILL)  # the agent alone: its pods stay, to be adopted
+    deadline = time.monotonic() + 10
+    while old.alive():
+        assert time.monotonic() < deadline, f"the {role} did not die of SIGKILL"
+        time.sleep(0.02)
+    with open(data_dir / f"{role.replace(' ', '-')}-restarted.log", "ab") as log:
+        child = subprocess.Popen(
+            old.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=data_dir,
+        )
+    new = labstate.Process.started(role, child.pid, old.argv)
+    assert new is not None, f"the restarted {role} exited at once"
+    cluster.restarted.append(new)
+    return new
+
+
+LOOPER = """
+apiVersion: v1
+kind: Pod
+metadata:
+  name: looper
+  labels: {{app: looper}}
+spec:
+  nodeName: {node}
+  restartPolicy: Never
+  containers:
+    - name: loop
+      image: busybox
+      command: ["sh", "-c", {loop}]
+"""
+
+
+def test_restarting_the_agent_does_not_disturb_traffic(cluster: Cluster) -> None:
+    # The requests come from a pod of their own, on the node whose agent restarts, so
+    # they cross the data plane it rewrites; `kubectl exec` would pass through that agent.
+    node_name = cluster.kubectl("get", "pod", "client", "-o", "jsonpath={.spec.nodeName}")
+    web_ip = cluster.kubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
+    loop = HTTP_LOOP.replace("{ip}", web_ip)
+    cluster.apply(LOOPER.format(node=node_name, loop=json.dumps(loop)))
+    cluster.kubectl(
+        "wait", "--for=jsonpath={.status.phase}=Running", "pod/looper", "--timeout=30s", timeout=40
+    )
+    before = {k: v for k, v in pod_states(cluster).items() if k != "looper"}
+    time.sleep(1.0)
+    agent = restart_agent(cluster, node_name)
+    cluster.kubectl(
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/looper",
+        "--timeout=60s",
+        timeout=70,
+    )
+    out = cluster.kubectl("logs", "looper")
+    answers = [line for line in out.splitlines() if line]
+    assert len(answers) == 60, out
+    web = set(cluster.pods("web"))
+    failed = [a for a in answers if a not in web]
+    assert failed == [], f"{len(failed)} of 60 requests failed while the agent restarted"
+
+    # The new agent keeps running and adopted the pods: same pods, no restarts.
+    assert agent.alive(), "the restarted agent exited"
+    assert {k: v for k, v in pod_states(cluster).items() if k != "looper"} == before
+    node = json.loads(cluster.kubectl("get", "node", node_name, "-o", "json"))
+    ready = [c for c in node["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready and ready[0]["status"] == "True"
+    assert cluster.exec("client", "curl", "-s", "-m", "2", "http://web/hostname") in web
+
+
+def udp_queries(cluster: Cluster, cluster_ip: str, avoid: str, within: float) -> list[str]:
+    """Answers to UDP queries from the client's fixed source port, until one is not `avoid`."""
+    out = cluster.exec(
+        "client",
+        "python3",
+        "-c",
+        UDP_QUERIES,
+        cluster_ip,
+        str(UDP_PORT),
+        avoid,
+        str(within),
+        str(CLIENT_SOURCE_PORT),
+        timeout=within + 30,
+    )
+    return out.split()
+
+
+def test_udp_clients_move_to_a_live_endpoint_when_theirs_goes_away(cluster: Cluster) -> None:
+    cluster_ip = cluster.kubectl("get", "service", "echo-udp", "-o", "jsonpath={.spec.clusterIP}")
+    pods = set(cluster.pods("echo-udp"))
+    assert len(pods) == 2
+    first = udp_queries(cluster, cluster_ip, avoid="", within=10)
+    chosen = first[-1]
+    assert chosen in pods, f"the UDP Service gave {first}, no pod's answer"
+    # The same source port keeps reaching the same pod: conntrack holds the pick.
+    again = udp_queries(cluster, cluster_ip, avoid="", within=5)
+    assert again[-1] == chosen
+
+    cluster.kubectl("delete", "pod", chosen, "--grace-period=0", "--force", "--wait=false")
+    answers = udp_queries(cluster, cluster_ip, avoid=chosen, within=10)
+    live = set(cluster.pods("echo-udp")) - {chosen}
+    assert answers and answers[-1] in live, (
+        f"from the same source port, answers after {chosen} went: {answers}"
+    )
+    cluster.kubectl("rollout", "status", "deployment/echo-udp", "--timeout=60s", timeout=70)
