@@ -14,25 +14,22 @@ the pod's resolv.conf (the cluster DNS and its search path).
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from switchboard import labnet, labstate
 from tests.lab.conftest import clean_environment
+from tests.lab.labcluster import Cluster, switchboard
 
 pytestmark = pytest.mark.lab
 
 DEMO = Path(__file__).parents[2] / "examples" / "demo.yaml"
 DEMO_NODE_PORT = 30080
-APPLY_STDIN = ("apply", "-f", "-")
 # A Deployment that always keeps a ready endpoint while it is replaced: a new
 # pod must pass its readinessProbe before an old one goes (maxUnavailable 0).
 WEB = """
@@ -91,59 +88,6 @@ CLIENT_LOOP = (
     " sleep 0.1;"
     " done"
 )
-
-
-@dataclass(frozen=True)
-class Cluster:
-    data_dir: Path
-    node_ips: tuple[str, ...]
-
-    def kubectl(self, *args: str, timeout: float = 60) -> str:
-        done = subprocess.run(
-            ["kubectl", "--kubeconfig", str(self.data_dir / labstate.KUBECONFIG), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=clean_environment(),
-            check=False,
-        )
-        assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-        return done.stdout
-
-    def apply(self, manifest: str) -> None:
-        done = subprocess.run(
-            ["kubectl", "--kubeconfig", str(self.data_dir / labstate.KUBECONFIG), *APPLY_STDIN],
-            input=manifest,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=clean_environment(),
-            check=False,
-        )
-        assert done.returncode == 0, f"kubectl apply: {done.stderr}"
-
-    def pods(self, app: str) -> dict[str, str]:
-        """Name → pod IP of the running pods labelled app=`app`."""
-        listed = json.loads(self.kubectl("get", "pods", "-l", f"app={app}", "-o", "json"))
-        return {
-            p["metadata"]["name"]: p["status"].get("podIP", "")
-            for p in listed["items"]
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-        }
-
-    def exec(self, pod: str, *argv: str, timeout: float = 60) -> str:
-        return self.kubectl("exec", pod, "--", *argv, timeout=timeout)
-
-
-def switchboard(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "switchboard.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=clean_environment(),
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -12,20 +12,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from switchboard import labnet, labstate
-from tests.lab.conftest import clean_environment
+from tests.lab.labcluster import Cluster, switchboard
 
 pytestmark = pytest.mark.lab
 
-APPLY_STDIN = ("apply", "-f", "-")
 UDP_PORT = 8081
 CLIENT_SOURCE_PORT = 40000
 # `web`: HTTP on a ClusterIP; `echo-udp`: UDP on a ClusterIP, two pods; `client` asks.
@@ -131,65 +128,6 @@ while time.monotonic() < deadline:
         break
     time.sleep(0.2)
 """
-
-
-@dataclass
-class Cluster:
-    data_dir: Path
-    node_ips: tuple[str, ...]
-    # Agents this module started itself, stopped at the end if `switchboard down` did not.
-    restarted: list[labstate.Process] = field(default_factory=list)
-
-    @property
-    def kubeconfig(self) -> str:
-        return str(self.data_dir / labstate.KUBECONFIG)
-
-    def kubectl(self, *args: str, timeout: float = 60) -> str:
-        done = subprocess.run(
-            ["kubectl", "--kubeconfig", self.kubeconfig, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=clean_environment(),
-            check=False,
-        )
-        assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
-        return done.stdout
-
-    def apply(self, manifest: str) -> None:
-        done = subprocess.run(
-            ["kubectl", "--kubeconfig", self.kubeconfig, *APPLY_STDIN],
-            input=manifest,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=clean_environment(),
-            check=False,
-        )
-        assert done.returncode == 0, f"kubectl apply: {done.stderr}"
-
-    def pods(self, app: str) -> dict[str, str]:
-        """Name → pod IP of the running pods labelled app=`app`."""
-        listed = json.loads(self.kubectl("get", "pods", "-l", f"app={app}", "-o", "json"))
-        return {
-            p["metadata"]["name"]: p["status"].get("podIP", "")
-            for p in listed["items"]
-            if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
-        }
-
-    def exec(self, pod: str, *argv: str, timeout: float = 60) -> str:
-        return self.kubectl("exec", pod, "--", *argv, timeout=timeout)
-
-
-def switchboard(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "switchboard.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=clean_environment(),
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
