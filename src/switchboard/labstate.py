@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from switchboard import labnet
+from switchboard.agent import main as agent_main
+from switchboard.agent import runtime
 
 STATE_FILE = "lab.json"
 KUBECONFIG = "kubeconfig"
@@ -173,6 +175,16 @@ def teardown(
         for process in reversed(others):  # the controller-manager, then the apiserver
             stop([process])
         stop_pids(p.pid for p in pods if p.alive())
+    # Pods an agent adopted after a restart are not its descendants: the agents' own
+    # records name every container process (checked by start time before a kill).
+    for node_dir in sorted((data_dir / "nodes").glob("*")):
+        with contextlib.suppress(OSError, ValueError):
+            recorded = runtime.Runtime(node_dir)
+            pod_namespaces += [
+                f"{agent_main.DEFAULT_POD_NETNS_PREFIX}{record.uid}"
+                for record in recorded.recover().values()
+            ]
+            recorded.kill_recorded()
     stop_pids(labnet.pids_inside(prefix))
     problems = labnet.destroy(prefix, also=pod_namespaces)
     for child in (children or {}).values():
