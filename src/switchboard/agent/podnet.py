@@ -49,6 +49,7 @@ Errors::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import ipaddress
@@ -339,7 +340,12 @@ class PodNetwork:
             # Deleting one end of a veth pair deletes the other, eth0 in the pod.
             _tolerate(errno.ENODEV, lambda: ipr.link("del", ifname=host_end))
         if pod_netns is not None and pod_netns in netns.listnetns():
-            with _netlink_errors(f"removing network namespace {pod_netns}"):
+            # Whoever else removes pods (a test's cleanup, a second agent) may win the race
+            # between the check and the removal: a namespace already gone is what we want.
+            with (
+                _netlink_errors(f"removing network namespace {pod_netns}"),
+                contextlib.suppress(FileNotFoundError),
+            ):
                 netns.remove(pod_netns)
 
     def _set_sysctl(self, key: str, value: str) -> None:
