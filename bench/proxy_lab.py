@@ -313,6 +313,7 @@ class Poller:
                 host,
                 str(port),
                 str(timeout),
+                *(["ports"] if ports else []),
             ],
             stdout=subprocess.PIPE,
             text=True,

@@ -28,6 +28,7 @@ from switchboard.agent import kubeletapi, runtime
 from switchboard.api import kinds
 from switchboard.client import errors, rest
 from switchboard.dns import main as dns_main
+from switchboard.proxy import conntrack as ct
 from switchboard.proxy import dataplane, nft, proxier, ruleset
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ async def run_proxy(options: ProxyOptions) -> None:
             client,
             plane,
             node_name=options.node_name,
-            conntrack=proxier.Conntrack(options.netns),
+            conntrack=ct.Conntrack(options.netns),
         ).run()
     finally:
         await client.close()

@@ -1,17 +1,25 @@
 """A lab cluster as the lab tests drive it: kubectl through its kubeconfig, `switchboard` itself.
 
-Shared by the modules that start a whole lab with `switchboard up`.
+Shared by the modules that start a whole lab with `switchboard up`:
+`running_lab` starts one and removes it again, passed or failed;
+`restart_agent` kills a node's agent with SIGKILL and starts it again, as a
+crash and a supervisor's restart would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from switchboard import labstate
+from switchboard import labnet, labstate
 from tests.lab.conftest import clean_environment
 
 APPLY_STDIN = ("apply", "-f", "-")
@@ -28,8 +36,15 @@ class Cluster:
     def kubeconfig(self) -> str:
         return str(self.data_dir / labstate.KUBECONFIG)
 
-    def kubectl(self, *args: str, timeout: float = 60) -> str:
-        done = subprocess.run(
+    def layout(self) -> labnet.Layout:
+        """The lab's network: its nodes, with their names, namespaces and addresses."""
+        state = labstate.State.load(self.data_dir.resolve())
+        assert state is not None and state.layout is not None
+        return state.layout
+
+    def try_kubectl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """kubectl's outcome, failed or not: for asking while a component may be down."""
+        return subprocess.run(
             ["kubectl", "--kubeconfig", self.kubeconfig, *args],
             capture_output=True,
             text=True,
@@ -37,6 +52,9 @@ class Cluster:
             env=clean_environment(),
             check=False,
         )
+
+    def kubectl(self, *args: str, timeout: float = 60) -> str:
+        done = self.try_kubectl(*args, timeout=timeout)
         assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
         return done.stdout
 
@@ -74,3 +92,82 @@ def switchboard(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         env=clean_environment(),
         check=False,
     )
+
+
+@contextlib.contextmanager
+def running_lab(data_dir: Path, nodes: int = 2) -> Iterator[Cluster]:
+    """A lab of `nodes` nodes (`switchboard up --detach`), removed with `switchboard down`.
+
+    The teardown also fails when the lab left namespaces behind or a
+    process with the lab's directory in its command line outlived it; such
+    a process is ended all the same, by its pid.
+    """
+    cluster = Cluster(data_dir, ())
+    try:
+        up = switchboard(
+            "up", "--nodes", str(nodes), "--data-dir", str(data_dir), "--detach", timeout=300
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
+        cluster.node_ips = tuple(node.ip for node in cluster.layout().nodes)
+        yield cluster
+    finally:
+        # The agents the tests restarted are their own: end them first, so that none
+        # restarts a pod that `down` has just stopped.
+        for agent in cluster.restarted:
+            labstate.stop([agent])
+        down = switchboard("down", "--data-dir", str(data_dir), timeout=120)
+        left = labnet.leftovers(labnet.prefix_for(data_dir.resolve()))
+        # Pods adopted by a restarted agent are not the lab's descendants; `down` finds
+        # them through the agents' records. Whatever it missed is ended here all the
+        # same (by pid, found by this lab's directory in its command line), then failed.
+        stray = [p.pid for p in lab_processes(data_dir.resolve())]
+        labstate.stop_pids(stray)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert left == [], f"the lab left {left} behind"
+    assert stray == [], f"processes outlived the lab: {stray}"
+
+
+def lab_processes(data_dir: Path) -> list[labstate.Process]:
+    """Live processes whose command line names `data_dir` (the lab's pods, among others)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        record = labstate.Process.of("pod", int(entry))
+        if record is not None and any(str(data_dir) in arg for arg in record.argv):
+            found.append(record)
+    return found
+
+
+def restart_agent(cluster: Cluster, node_name: str) -> labstate.Process:
+    """SIGKILL the agent of `node_name` and start it again with the command line it had.
+
+    The agent killed is the one running now: the lab's own, or the one an
+    earlier call started.
+    """
+    data_dir = cluster.data_dir.resolve()
+    state = labstate.State.load(data_dir)
+    assert state is not None
+    role = f"agent {node_name}"
+    candidates = [p for p in (*state.processes, *cluster.restarted) if p.role == role]
+    running = [p for p in candidates if p.alive()]
+    assert running, f"the {role} is not running before the test"
+    [old] = running
+    os.kill(old.pid, signal.SIGKILL)  # the agent alone: its pods stay, to be adopted
+    deadline = time.monotonic() + 10
+    while old.alive():
+        assert time.monotonic() < deadline, f"the {role} did not die of SIGKILL"
+        time.sleep(0.02)
+    with open(data_dir / f"{role.replace(' ', '-')}-restarted.log", "ab") as log:
+        child = subprocess.Popen(
+            old.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=data_dir,
+        )
+    new = labstate.Process.started(role, child.pid, old.argv)
+    assert new is not None, f"the restarted {role} exited at once"
+    cluster.restarted.append(new)
+    return new

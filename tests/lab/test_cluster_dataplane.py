@@ -9,17 +9,12 @@ module ends, passed or failed. Every request is made inside a pod with
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from switchboard import labnet, labstate
-from tests.lab.labcluster import Cluster, switchboard
+from tests.lab.labcluster import Cluster, restart_agent, running_lab
 
 pytestmark = pytest.mark.lab
 
@@ -134,13 +129,7 @@ while time.monotonic() < deadline:
 def cluster(lab_available: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     data_dir = tmp_path_factory.mktemp("cluster") / "lab"
     data_dir.mkdir()
-    cluster = Cluster(data_dir, ())
-    try:
-        up = switchboard("up", "--nodes", "2", "--data-dir", str(data_dir), "--detach", timeout=300)
-        assert up.returncode == 0, up.stdout + up.stderr
-        state = labstate.State.load(data_dir.resolve())
-        assert state is not None and state.layout is not None
-        cluster.node_ips = tuple(node.ip for node in state.layout.nodes)
+    with running_lab(data_dir, nodes=2) as cluster:
         cluster.apply(MANIFEST)
         for deployment in ("web", "echo-udp"):
             cluster.kubectl(
@@ -148,33 +137,6 @@ def cluster(lab_available: None, tmp_path_factory: pytest.TempPathFactory) -> It
             )
         cluster.kubectl("wait", "--for=condition=Ready", "pod/client", "--timeout=60s", timeout=70)
         yield cluster
-    finally:
-        # The agents this module restarted are its own: end them first, so that none
-        # restarts a pod that `down` has just stopped.
-        for agent in cluster.restarted:
-            labstate.stop([agent])
-        down = switchboard("down", "--data-dir", str(data_dir), timeout=120)
-        left = labnet.leftovers(labnet.prefix_for(data_dir.resolve()))
-        # Pods adopted by a restarted agent are not the lab's descendants; `down` finds
-        # them through the agents' records. Whatever it missed is ended here all the
-        # same (by pid, found by this lab's directory in its command line), then failed.
-        stray = [p.pid for p in lab_processes(data_dir.resolve())]
-        labstate.stop_pids(stray)
-    assert down.returncode == 0, down.stdout + down.stderr
-    assert left == [], f"the lab left {left} behind"
-    assert stray == [], f"processes outlived the lab: {stray}"
-
-
-def lab_processes(data_dir: Path) -> list[labstate.Process]:
-    """Live processes whose command line names `data_dir` (the lab's pods, among others)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        record = labstate.Process.of("pod", int(entry))
-        if record is not None and any(str(data_dir) in arg for arg in record.argv):
-            found.append(record)
-    return found
 
 
 def pod_states(cluster: Cluster) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -187,34 +149,6 @@ def pod_states(cluster: Cluster) -> dict[str, tuple[str, tuple[int, ...]]]:
         )
         for p in listed["items"]
     }
-
-
-def restart_agent(cluster: Cluster, node_name: str) -> labstate.Process:
-    """SIGKILL the agent of `node_name` and start it again with the command line it had."""
-    data_dir = cluster.data_dir.resolve()
-    state = labstate.State.load(data_dir)
-    assert state is not None
-    role = f"agent {node_name}"
-    [old] = [p for p in state.processes if p.role == role]
-    assert old.alive(), f"the {role} is not running before the test"
-    os.kill(old.pid, signal.SIGKILL)  # the agent alone: its pods stay, to be adopted
-    deadline = time.monotonic() + 10
-    while old.alive():
-        assert time.monotonic() < deadline, f"the {role} did not die of SIGKILL"
-        time.sleep(0.02)
-    with open(data_dir / f"{role.replace(' ', '-')}-restarted.log", "ab") as log:
-        child = subprocess.Popen(
-            old.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=data_dir,
-        )
-    new = labstate.Process.started(role, child.pid, old.argv)
-    assert new is not None, f"the restarted {role} exited at once"
-    cluster.restarted.append(new)
-    return new
 
 
 LOOPER = """

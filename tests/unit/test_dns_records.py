@@ -467,10 +467,6 @@ class FakeUpstream:
             def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
                 self.transport.sendto(upstream.answer(data), addr)  # type: ignore[attr-defined]
 
-        transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
-        self._udp = transport
-        self.port = transport.get_extra_info("sockname")[1]
-
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
                 while True:
@@ -480,7 +476,20 @@ class FakeUpstream:
                     await writer.drain()
             writer.close()
 
-        self._tcp = await asyncio.start_server(client, "127.0.0.1", self.port)
+        # The kernel picks a free UDP port; the same number may be taken for TCP by
+        # anything else on this machine, so a few picks are tried.
+        for attempt in range(20):
+            transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", 0))
+            port = transport.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(client, "127.0.0.1", port)
+            except OSError:
+                transport.close()
+                if attempt == 19:
+                    raise
+                continue
+            self._udp, self.port = transport, port
+            break
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -10,10 +10,9 @@ periodically, and any failure forces the next sync to be full.
 
 Per Service port the loop remembers what it last applied, so a change that
 cancels out (an update that did not touch anything the data plane uses)
-becomes no work at all. UDP needs one more step: conntrack entries that pin
-clients to an endpoint that went away, or that black-holed packets while the
-Service had no endpoints, are deleted — one entry filter at a time, never the
-whole table.
+becomes no work at all. After each sync, conntrack entries that would keep
+sending a client to an endpoint that is gone are deleted (see conntrack.py),
+one filter at a time and never the whole table, on a worker thread.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import subprocess
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from switchboard.api.kinds import Obj
 from switchboard.client import informer, rest
 from switchboard.client.informer import Informer
 from switchboard.proxy import changes, model, ruleset
+from switchboard.proxy import conntrack as ct
 from switchboard.proxy.dataplane import DataPlane
 
 log = logging.getLogger(__name__)
@@ -75,27 +74,6 @@ class Metrics:
         )
 
 
-class Conntrack:
-    """Deletes UDP conntrack entries by filter, inside the node's namespace."""
-
-    def __init__(self, netns: str | None) -> None:
-        self.netns = netns
-
-    def delete(self, *filters: str) -> None:
-        argv = ["conntrack", "-D", "-p", "udp", *filters]
-        if self.netns:
-            argv = ["ip", "netns", "exec", self.netns, *argv]
-        # Exit status 1 means no entry matched: the usual case, not an error.
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run(argv, capture_output=True, timeout=5, check=False)
-
-
-def _ready_targets(desired: ruleset.Desired | None) -> set[str]:
-    if desired is None:
-        return set()
-    return {e.ip for e in desired[1] if e.ready or (e.serving and e.terminating)}
-
-
 class Proxier:
     def __init__(
         self,
@@ -107,7 +85,7 @@ class Proxier:
         slices: Informer | None = None,
         min_sync_period: float = 0.01,
         full_sync_period: float = 300.0,
-        conntrack: Conntrack | None = None,
+        conntrack: ct.Conntrack | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.plane = plane
@@ -117,7 +95,7 @@ class Proxier:
         self._owned_informers = services is None
         self.min_sync_period = min_sync_period
         self.full_sync_period = full_sync_period
-        self.conntrack = conntrack
+        self.cleaner = ct.Cleaner(conntrack) if conntrack is not None else None
         self.metrics = metrics or Metrics()
         self._dirty: set[str] = set()
         self._trigger_times: list[str] = []
@@ -234,32 +212,12 @@ class Proxier:
         self._trigger_times.clear()
         self.metrics.service_ports.set(len(self._applied))
         self.metrics.endpoints.set(sum(len(d[1]) for d in self._applied.values()))
-        if self.conntrack is not None:
-            self._clear_udp(updates, previous)
-
-    def _clear_udp(
-        self,
-        updates: dict[model.ServicePortName, ruleset.Desired | None],
-        previous: dict[model.ServicePortName, ruleset.Desired],
-    ) -> None:
-        assert self.conntrack is not None
-        for name, desired in updates.items():
-            if name.protocol != "UDP":
-                continue
-            old = previous.get(name)
-            info = (desired or old or (None, None))[0]
-            if info is None or info.cluster_ip is None:
-                continue
-            before, after = _ready_targets(old), _ready_targets(desired)
-            for gone in before - after:
-                self.conntrack.delete("--orig-dst", info.cluster_ip, "--reply-src", gone)
-            if after and not before:
-                # Packets sent while there was no endpoint left entries that lead nowhere.
-                self.conntrack.delete(
-                    "--orig-dst", info.cluster_ip, "--orig-port-dst", str(info.port)
-                )
-                if info.node_port:
-                    self.conntrack.delete("--orig-port-dst", str(info.node_port))
+        if self.cleaner is not None:
+            self.cleaner.submit(
+                f
+                for name, desired in updates.items()
+                for f in ct.stale_filters(name, previous.get(name), desired)
+            )
 
     async def run(self) -> None:
         tasks: list[asyncio.Task[None]] = []
@@ -293,3 +251,5 @@ class Proxier:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.cleaner is not None:
+                await asyncio.to_thread(self.cleaner.close)
