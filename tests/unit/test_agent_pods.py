@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from switchboard.agent import containerstate, launch, podstatus, probes, runtime
+from switchboard.agent import containerstate, launch, podstatus, probes, runningpod
 
 NODE = launch.NodeFacts(name="node-1", ip="10.250.0.1", cpu=4, memory_bytes=8 * 2**30)
 
@@ -314,4 +314,5 @@ def test_qos_class(resources: list[dict[str, Any]], expected: str) -> None:
 
 
 def test_back_off_delays_read_as_go_durations() -> None:
-    assert [runtime.go_duration(s) for s in (0.5, 10, 80, 300)] == ["500ms", "10s", "1m20s", "5m0s"]
+    delays = [runningpod.go_duration(s) for s in (0.5, 10, 80, 300)]
+    assert delays == ["500ms", "10s", "1m20s", "5m0s"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from switchboard.controllers import endpointsubsets, slicing
+from switchboard.controllers import endpointrules, endpointsubsets, triggertime
 from tests.unit.test_slicing import pod, service
 
 Obj = dict[str, Any]
@@ -105,8 +105,8 @@ def test_a_new_endpoints_object_carries_service_labels_and_trigger_time() -> Non
     assert ep["metadata"] == {
         "name": "web",
         "namespace": "default",
-        "labels": {"team": "a", slicing.LABEL_HEADLESS: ""},
-        "annotations": {slicing.ANNOTATION_TRIGGER_TIME: "2024-05-01T10:00:00Z"},
+        "labels": {"team": "a", endpointrules.LABEL_HEADLESS: ""},
+        "annotations": {triggertime.ANNOTATION_TRIGGER_TIME: "2024-05-01T10:00:00Z"},
     }
 
 

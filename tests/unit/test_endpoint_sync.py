@@ -73,25 +73,23 @@ class Harness:
             inf.replace([], "1")
 
     def slice_controller(self) -> EndpointSliceController:
-        controller = EndpointSliceController(
+        return EndpointSliceController(
             self.client,  # type: ignore[arg-type]
             self.pods,
             self.services,
             self.nodes,
             self.slices,
+            queue_clock=self.clock,
         )
-        controller.queue = workqueue.WorkQueue(clock=self.clock)
-        return controller
 
     def endpoints_controller(self) -> EndpointsController:
-        controller = EndpointsController(
+        return EndpointsController(
             self.client,  # type: ignore[arg-type]
             self.pods,
             self.services,
             self.endpoints,
+            queue_clock=self.clock,
         )
-        controller.queue = workqueue.WorkQueue(clock=self.clock)
-        return controller
 
 
 def event(type_: str, obj: Obj) -> rest.WatchEvent:

@@ -26,8 +26,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from switchboard.api import protobuf, protoschema
-from switchboard.api.protoschema import Presence, Shape
+from switchboard.api import protobuf, protofields, protoschema
+from switchboard.api.protofields import Presence, Shape
 
 FIXTURES = Path(__file__).parent / "fixtures" / "protobuf"
 MANIFEST: list[dict[str, Any]] = json.loads((FIXTURES / "manifest.json").read_text())
@@ -372,7 +372,7 @@ def test_a_corrupted_real_body_raises_only_protobuf_errors(offset: int, byte: in
 
 
 def test_every_message_a_table_refers_to_has_a_table() -> None:
-    known = protoschema.SCALARS | protoschema.SPECIALS | set(protoschema.MESSAGES)
+    known = protofields.SCALARS | protofields.SPECIALS | set(protoschema.MESSAGES)
     for name, table in protoschema.MESSAGES.items():
         names = [f.json for f in table.values() if f.json]
         assert len(names) == len(set(names)), f"{name} repeats a JSON name"
@@ -381,7 +381,7 @@ def test_every_message_a_table_refers_to_has_a_table() -> None:
             assert field.type in known, f"{where} refers to unknown type {field.type}"
             if not field.json:
                 assert field.type in protoschema.MESSAGES, f"{where}: only messages inline"
-            is_struct = field.type not in protoschema.SCALARS
+            is_struct = field.type not in protofields.SCALARS
             if is_struct and field.shape is Shape.ONE:
                 assert field.presence is not Presence.OMITEMPTY, f"{where}: omitempty struct"
     for top in protoschema.KINDS.values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from switchboard.api.kinds import Obj
 from switchboard.client import errors
 from switchboard.controllers.pods import format_time
-from switchboard.controllers.replicaset import namespace_terminating, replicaset_status
+from switchboard.controllers.replicaset import replicaset_status
 
 NOW = 1_700_000_000.0
 
@@ -74,7 +74,11 @@ def test_a_create_refused_because_the_namespace_is_going_is_not_a_failure() -> N
     theirs = errors.APIError(
         403, "Forbidden", "whatever", {"details": {"causes": [{"type": "NamespaceTerminating"}]}}
     )
+    wire = errors.APIError(
+        403, "Forbidden", "whatever", {"details": {"causes": [{"reason": "NamespaceTerminating"}]}}
+    )
     quota = errors.APIError(403, "Forbidden", "exceeded quota", {})
-    assert namespace_terminating(ours)
-    assert namespace_terminating(theirs)
-    assert not namespace_terminating(quota)
+    assert errors.namespace_terminating(ours)
+    assert errors.namespace_terminating(theirs)
+    assert errors.namespace_terminating(wire)
+    assert not errors.namespace_terminating(quota)

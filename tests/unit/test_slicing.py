@@ -16,7 +16,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from switchboard.controllers import slicing
+from switchboard.controllers import endpointrules, slicing, triggertime
 from switchboard.controllers.slicing import SlicePlan
 
 Obj = dict[str, Any]
@@ -264,7 +264,7 @@ def test_a_new_slice_has_the_shape_kubernetes_gives_it() -> None:
                 "blockOwnerDeletion": True,
             }
         ],
-        "annotations": {slicing.ANNOTATION_TRIGGER_TIME: "2024-05-01T10:05:00Z"},
+        "annotations": {triggertime.ANNOTATION_TRIGGER_TIME: "2024-05-01T10:05:00Z"},
     }
     assert s["ports"] == [
         {"name": "http", "protocol": "TCP", "port": 8080},
@@ -281,7 +281,7 @@ def test_an_unnamed_port_is_written_with_an_empty_name() -> None:
 
 def test_slices_of_a_headless_service_carry_the_headless_label() -> None:
     s = only_slice(plan(service(cluster_ip="None"), [pod("a")]))
-    assert s["metadata"]["labels"][slicing.LABEL_HEADLESS] == ""
+    assert s["metadata"]["labels"][endpointrules.LABEL_HEADLESS] == ""
 
 
 def test_without_a_trigger_time_no_annotation_is_written() -> None:
@@ -488,28 +488,28 @@ def test_a_service_being_deleted_gets_no_new_slices() -> None:
 
 
 def test_only_services_with_a_selector_and_not_external_name_are_managed() -> None:
-    assert slicing.manages_endpoints(service())
-    assert not slicing.manages_endpoints(service(selector={}))
+    assert endpointrules.manages_endpoints(service())
+    assert not endpointrules.manages_endpoints(service(selector={}))
     external = service()
     external["spec"]["type"] = "ExternalName"
-    assert not slicing.manages_endpoints(external)
+    assert not endpointrules.manages_endpoints(external)
 
 
 def test_a_service_selects_pods_carrying_all_its_selector_labels() -> None:
-    assert slicing.selects({"app": "web"}, {"app": "web", "x": "y"})
-    assert not slicing.selects({"app": "web", "tier": "a"}, {"app": "web"})
+    assert endpointrules.selects({"app": "web"}, {"app": "web", "x": "y"})
+    assert not endpointrules.selects({"app": "web", "tier": "a"}, {"app": "web"})
 
 
 # --- trigger times ----------------------------------------------------------------------------
 
 
 def test_the_first_sync_of_a_service_reports_its_creation_time() -> None:
-    tracker = slicing.TriggerTimeTracker()
+    tracker = triggertime.TriggerTimeTracker()
     assert tracker.compute(service(), [pod("a")]) == "2024-05-01T10:00:00Z"
 
 
 def test_later_syncs_report_the_earliest_new_ready_transition() -> None:
-    tracker = slicing.TriggerTimeTracker()
+    tracker = triggertime.TriggerTimeTracker()
     tracker.compute(service(), [pod("a"), pod("b")])
     later = [
         pod("a", ready_since="2024-05-01T10:20:00Z"),

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from switchboard.api import kinds
-from switchboard.apiserver import tables
+from switchboard.apiserver import tablecells, tables
 
 NOW = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -90,7 +90,7 @@ def headers(k: kinds.ResourceKind, *, wide: bool) -> list[str]:
     ],
 )
 def test_durations_read_like_kubernetes_human_duration(delta: timedelta, text: str) -> None:
-    assert tables.human_duration(delta) == text
+    assert tablecells.human_duration(delta) == text
 
 
 def test_an_object_without_creation_timestamp_has_unknown_age() -> None:

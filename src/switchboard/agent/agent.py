@@ -43,7 +43,16 @@ import time
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
-from switchboard.agent import containerstate, launch, podnet, podstatus, probes, runtime
+from switchboard.agent import (
+    containerstate,
+    launch,
+    podnet,
+    podstatus,
+    probes,
+    runningpod,
+    runtime,
+)
+from switchboard.agent import tasks as agent_tasks
 from switchboard.api import kinds
 from switchboard.api.kinds import Obj
 from switchboard.client import errors, rest
@@ -115,13 +124,9 @@ class Agent:
         try:
             await self.pods.wait_synced()
             await self._clean_up_leftovers()
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for task in done:
-                task.result()
+            await agent_tasks.until_first_failure(tasks)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await agent_tasks.cancel_all(tasks)
             await self.close()
 
     async def close(self) -> None:
@@ -249,7 +254,7 @@ class _PodWorker:
         self.name = str(meta["name"])
         self.record = record
         self.gone = False
-        self.running: runtime.RunningPod | None = None
+        self.running: runningpod.RunningPod | None = None
         self.pod_ip: str | None = None
         self.netns: str | None = None
         self.sandbox_ready = False
@@ -368,7 +373,7 @@ class _PodWorker:
                 for c in spec.get(key) or []
             ]
 
-        sandbox = runtime.Sandbox(
+        sandbox = runningpod.Sandbox(
             namespace=self.namespace,
             name=self.name,
             uid=self.uid,
@@ -392,6 +397,11 @@ class _PodWorker:
 
     async def _sync_probes(self, snapshot: containerstate.PodSnapshot) -> None:
         specs = {str(c["name"]): c for c in (self.pod.get("spec") or {}).get("containers") or []}
+        # What the API holds: after an agent restart, the readiness the last agent reported.
+        reported = {
+            (str(c.get("name")), str(c.get("containerID"))): c.get("ready") is True
+            for c in (self.pod.get("status") or {}).get("containerStatuses") or []
+        }
         for status in snapshot.containers:
             current = self.probes.get(status.name)
             running = isinstance(status.state, containerstate.Running) and not snapshot.stopping
@@ -417,6 +427,7 @@ class _PodWorker:
                         self._probe_failed, status.name, status.container_id
                     ),
                     on_unhealthy=self._unhealthy,
+                    reported_ready=reported.get((status.name, status.container_id), False),
                 )
                 prober.start()
                 self.probes[status.name] = prober

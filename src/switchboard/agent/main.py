@@ -33,6 +33,7 @@ from typing import Any
 
 from switchboard.agent import agent as agent_module
 from switchboard.agent import launch, node, podnet, runtime
+from switchboard.agent import tasks as agent_tasks
 from switchboard.client import errors, rest
 from switchboard.client.events import EventRecorder
 
@@ -118,13 +119,9 @@ async def run(
         ]
         reporter.set_ready(True)
         log.info("node %s is ready: podCIDR %s, pods under %s", node_name, cidr, data / "pods")
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in done:
-            task.result()
+        await agent_tasks.until_first_failure(tasks)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await agent_tasks.cancel_all(tasks)
         if registered:
             with contextlib.suppress(errors.ClientError, TimeoutError):
                 await asyncio.wait_for(reporter.shutdown(), _SHUTDOWN_TIMEOUT)

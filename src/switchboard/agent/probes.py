@@ -345,7 +345,12 @@ class ContainerProbes:
         on_change: Callable[[], None],
         on_failed: Callable[[Probe, str], None],
         on_unhealthy: Callable[[Probe, str], None],
+        reported_ready: bool = False,
     ) -> None:
+        """`reported_ready`: the pod's status already says this very container instance is
+        ready (an agent restarted beside it). It stays ready until its readiness probe
+        fails, so that a restart of the agent does not pull it from its Services.
+        """
         self.container = container
         self.target = target
         self.container_id = container_id
@@ -356,8 +361,8 @@ class ContainerProbes:
         self._on_change = on_change
         self._on_failed = on_failed
         self._on_unhealthy = on_unhealthy
-        self._started = self.startup is None
-        self._ready = self.readiness is None
+        self._started = self.startup is None or reported_ready
+        self._ready = self.readiness is None or reported_ready
         self._startup_done = asyncio.Event()
         if self._started:
             self._startup_done.set()

@@ -18,10 +18,11 @@ everything after decoding treats both encodings alike. Three layers:
 
     protobuf     (this module) envelope, conversion rules, errors
     protoschema  field tables: number -> JSON name, type, presence
+                 (`protofields` the vocabulary, `protopod` the Pod's tables)
     protowire    the wire format: varints, lengths, fixed32/64
 
 Conversion follows Go's own round trip (protobuf into the Go struct, then
-encoding/json): scalars by their Go JSON tag (see protoschema), int32/int64
+encoding/json): scalars by their Go JSON tag (see protofields), int32/int64
 as int, IntOrString as int or str, Quantity as its string, Time as RFC 3339
 in whole seconds (nanos dropped, as the Go type does), FieldsV1 as the JSON
 it carries.
@@ -38,8 +39,8 @@ import datetime
 import json
 from typing import Any, Final
 
-from switchboard.api import protoschema, protowire
-from switchboard.api.protoschema import Field, Presence, Shape
+from switchboard.api import protofields, protoschema, protowire
+from switchboard.api.protofields import Field, Presence, Shape
 
 MEDIA_TYPE: Final = "application/vnd.kubernetes.protobuf"
 MAGIC: Final = b"k8s\x00"
@@ -136,29 +137,29 @@ def _message(name: str, buf: bytes, path: str) -> Obj:
 
 
 def _single(type_: str, wire_type: int, value: int | bytes, path: str) -> Any:
-    if type_ in (protoschema.INT32, protoschema.INT64, protoschema.BOOL):
+    if type_ in (protofields.INT32, protofields.INT64, protofields.BOOL):
         if not isinstance(value, int) or wire_type != protowire.VARINT:
             raise ProtobufError(f"{path}: expected a varint, got wire type {wire_type}")
         return _number(type_, value)
     if not isinstance(value, bytes):
         raise ProtobufError(f"{path}: expected length-delimited data, got wire type {wire_type}")
-    if type_ == protoschema.STRING:
+    if type_ == protofields.STRING:
         return _text(value, path)
-    if type_ in protoschema.SPECIALS:
+    if type_ in protofields.SPECIALS:
         return _special(type_, value, path)
     return _message(type_, value, path)
 
 
 def _number(type_: str, value: int) -> int | bool:
-    if type_ == protoschema.INT32:
+    if type_ == protofields.INT32:
         return protowire.as_int32(value)
-    if type_ == protoschema.INT64:
+    if type_ == protofields.INT64:
         return protowire.as_int64(value)
     return value != 0
 
 
 def _list_items(field: Field, wire_type: int, value: int | bytes, path: str) -> list[Any]:
-    numeric = field.type in (protoschema.INT32, protoschema.INT64, protoschema.BOOL)
+    numeric = field.type in (protofields.INT32, protofields.INT64, protofields.BOOL)
     if numeric and isinstance(value, bytes):  # packed
         try:
             return [_number(field.type, v) for v in protowire.iter_packed_varints(value)]
@@ -174,7 +175,7 @@ def _map_entry(field: Field, wire_type: int, value: int | bytes, path: str) -> t
     item: Any = None
     for number, entry_wire_type, entry_value in protowire.iter_fields(value):
         if number == 1:
-            key = _single(protoschema.STRING, entry_wire_type, entry_value, f"{path} key")
+            key = _single(protofields.STRING, entry_wire_type, entry_value, f"{path} key")
         elif number == 2:
             item = _single(field.type, entry_wire_type, entry_value, f"{path}[{key}]")
     if item is None:
@@ -187,17 +188,17 @@ def _special(type_: str, buf: bytes, path: str) -> Any:
     fields: dict[int, int | bytes] = {}
     for number, _, value in protowire.iter_fields(buf):
         fields[number] = value
-    if type_ == protoschema.INT_OR_STRING:
+    if type_ == protofields.INT_OR_STRING:
         # type = 1 (0 int, 1 string), intVal = 2, strVal = 3
         if fields.get(1, 0) == 1:
             raw = fields.get(3, b"")
             return _text(raw, path) if isinstance(raw, bytes) else ""
         int_val = fields.get(2, 0)
         return protowire.as_int32(int_val) if isinstance(int_val, int) else 0
-    if type_ == protoschema.QUANTITY:
+    if type_ == protofields.QUANTITY:
         raw = fields.get(1, b"")
         return (_text(raw, path) if isinstance(raw, bytes) else "") or "0"
-    if type_ == protoschema.TIME:
+    if type_ == protofields.TIME:
         # seconds = 1, nanos = 2. The Go type keeps whole seconds only, and
         # writes the zero time as an empty message, which JSON shows as null.
         if not buf:
@@ -229,13 +230,13 @@ def _rfc3339(seconds: int, path: str) -> str:
 
 def _zero(type_: str, path: str) -> Any:
     """The JSON of a Go zero value: what an absent ALWAYS field decodes to."""
-    if type_ == protoschema.STRING:
+    if type_ == protofields.STRING:
         return ""
-    if type_ in (protoschema.INT32, protoschema.INT64):
+    if type_ in (protofields.INT32, protofields.INT64):
         return 0
-    if type_ == protoschema.BOOL:
+    if type_ == protofields.BOOL:
         return False
-    if type_ in protoschema.SPECIALS:
+    if type_ in protofields.SPECIALS:
         return _special(type_, b"", path)
     return _message(type_, b"", path)
 

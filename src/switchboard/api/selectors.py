@@ -1,19 +1,11 @@
 """Label and field selectors, parsed and matched the way Kubernetes does.
 
-Label selectors follow k8s.io/apimachinery/pkg/labels: a hand-written lexer
-and recursive-descent parser over the grammar
-
-    selector    ::= requirement ("," requirement)*
-    requirement ::= ["!"] KEY [ set-based | exact ]
-    set-based   ::= ("in" | "notin") "(" VALUE ("," VALUE)* ")"
-    exact       ::= ("=" | "==" | "!=" | ">" | "<") VALUE
-
-with keys checked as qualified names and values as label values, and error
-messages worded as the Go parser words them (`unable to parse requirement:
-...`, `found 'x', expected: ...`), because kubectl shows them verbatim. A
-`metav1.LabelSelector` object (matchLabels/matchExpressions) converts to the
-same `LabelSelector` value; a nil object selects nothing, an empty one
-everything.
+Label selectors follow k8s.io/apimachinery/pkg/labels: `labelsyntax` reads
+the text, and each requirement is validated here, keys as qualified names
+and values as label values, with error messages worded as the Go code words
+them, because kubectl shows them verbatim. A `metav1.LabelSelector` object
+(matchLabels/matchExpressions) converts to the same `LabelSelector` value; a
+nil object selects nothing, an empty one everything.
 
 Field selectors follow k8s.io/apimachinery/pkg/fields: comma-separated
 `field=value`, `field==value` or `field!=value` terms, with `\\`, `\\,` and
@@ -36,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from switchboard.api import fielderrors, validation
+from switchboard.api import fielderrors, labelsyntax, validation
 from switchboard.api.kinds import Obj
 
 
@@ -58,7 +50,6 @@ class Operator(enum.StrEnum):
     DOES_NOT_EXIST = "!"
 
 
-_BINARY_OPERATORS = "in, notin, =, ==, !=, gt, lt"
 _INT64 = re.compile(r"[+-]?[0-9]+")
 
 
@@ -204,212 +195,17 @@ def _sorted_by_key(reqs: Iterable[Requirement]) -> tuple[Requirement, ...]:
     return tuple(sorted(reqs, key=lambda r: r.key))
 
 
-class _Tok(enum.Enum):
-    ERROR = enum.auto()
-    END = enum.auto()
-    CLOSE_PAR = enum.auto()
-    COMMA = enum.auto()
-    NOT = enum.auto()
-    DOUBLE_EQUALS = enum.auto()
-    EQUALS = enum.auto()
-    GREATER_THAN = enum.auto()
-    IDENTIFIER = enum.auto()
-    IN = enum.auto()
-    LESS_THAN = enum.auto()
-    NOT_EQUALS = enum.auto()
-    NOT_IN = enum.auto()
-    OPEN_PAR = enum.auto()
-
-
-_LITERALS = {
-    ")": _Tok.CLOSE_PAR,
-    ",": _Tok.COMMA,
-    "!": _Tok.NOT,
-    "==": _Tok.DOUBLE_EQUALS,
-    "=": _Tok.EQUALS,
-    ">": _Tok.GREATER_THAN,
-    "in": _Tok.IN,
-    "<": _Tok.LESS_THAN,
-    "!=": _Tok.NOT_EQUALS,
-    "notin": _Tok.NOT_IN,
-    "(": _Tok.OPEN_PAR,
-}
-_SPECIAL = frozenset("=!(),><")
-_WHITESPACE = frozenset(" \t\r\n")
-_TOKEN_OPERATORS = {
-    _Tok.IN: Operator.IN,
-    _Tok.EQUALS: Operator.EQUALS,
-    _Tok.DOUBLE_EQUALS: Operator.DOUBLE_EQUALS,
-    _Tok.GREATER_THAN: Operator.GREATER_THAN,
-    _Tok.LESS_THAN: Operator.LESS_THAN,
-    _Tok.NOT_IN: Operator.NOT_IN,
-    _Tok.NOT_EQUALS: Operator.NOT_EQUALS,
-}
-
-
-def _lex(text: str) -> list[tuple[_Tok, str]]:
-    """Split a label selector into tokens, ending with END (the Go lexer, minus its cursor)."""
-    tokens: list[tuple[_Tok, str]] = []
-    pos, n = 0, len(text)
-    while True:
-        while pos < n and text[pos] in _WHITESPACE:
-            pos += 1
-        if pos >= n:
-            tokens.append((_Tok.END, ""))
-            return tokens
-        if text[pos] in _SPECIAL:
-            # Longest operator that is a prefix of the run of special characters.
-            buffer, last, end = "", None, pos
-            while end < n and text[end] in _SPECIAL:
-                buffer += text[end]
-                tok = _LITERALS.get(buffer)
-                if tok is not None:
-                    last = (tok, buffer)
-                elif last is not None:
-                    break
-                end += 1
-            if last is None:
-                tokens.append((_Tok.ERROR, f"error expected: keyword found '{buffer}'"))
-                pos = end
-            else:
-                tokens.append(last)
-                pos += len(last[1])
-            continue
-        start = pos
-        while pos < n and text[pos] not in _SPECIAL and text[pos] not in _WHITESPACE:
-            pos += 1
-        word = text[start:pos]
-        tokens.append((_LITERALS.get(word, _Tok.IDENTIFIER), word))
-
-
-class _LabelParser:
-    """Recursive descent over the tokens; `in`/`notin` read as identifiers in value position."""
-
-    def __init__(self, text: str) -> None:
-        self._tokens = _lex(text)
-        self._pos = 0
-
-    def _peek(self, values: bool = True) -> tuple[_Tok, str]:
-        tok, lit = self._tokens[min(self._pos, len(self._tokens) - 1)]
-        if values and tok in (_Tok.IN, _Tok.NOT_IN):
-            tok = _Tok.IDENTIFIER
-        return tok, lit
-
-    def _next(self, values: bool = True) -> tuple[_Tok, str]:
-        item = self._peek(values)
-        self._pos += 1
-        return item
-
-    def parse(self) -> list[Requirement]:
-        reqs: list[Requirement] = []
-        while True:
-            tok, lit = self._peek()
-            if tok in (_Tok.IDENTIFIER, _Tok.NOT):
-                try:
-                    reqs.append(self._requirement())
-                except SelectorError as exc:
-                    raise SelectorError(f"unable to parse requirement: {exc}") from None
-                tok, lit = self._next()
-                if tok is _Tok.END:
-                    return reqs
-                if tok is not _Tok.COMMA:
-                    raise SelectorError(f"found '{lit}', expected: ',' or 'end of string'")
-                tok2, lit2 = self._peek()
-                if tok2 not in (_Tok.IDENTIFIER, _Tok.NOT):
-                    raise SelectorError(f"found '{lit2}', expected: identifier after ','")
-            elif tok is _Tok.END:
-                return reqs
-            else:
-                raise SelectorError(f"found '{lit}', expected: !, identifier, or 'end of string'")
-
-    def _requirement(self) -> Requirement:
-        key, inferred = self._key_and_inferred_operator()
-        if inferred is not None:
-            return requirement(key, inferred)
-        operator = self._operator()
-        if operator in (Operator.IN, Operator.NOT_IN):
-            values = self._value_set()
-        else:
-            values = self._exact_value()
-        return requirement(key, operator, sorted(values))
-
-    def _key_and_inferred_operator(self) -> tuple[str, Operator | None]:
-        operator: Operator | None = None
-        tok, lit = self._next()
-        if tok is _Tok.NOT:
-            operator = Operator.DOES_NOT_EXIST
-            tok, lit = self._next()
-        if tok is not _Tok.IDENTIFIER:
-            raise SelectorError(f"found '{lit}', expected: identifier")
-        key_errors = validation.is_qualified_name(lit)
-        if key_errors:
-            # The Go parser validates with a nil field path, which prints as <nil>.
-            raise SelectorError(str(fielderrors.invalid("<nil>", lit, "; ".join(key_errors))))
-        if self._peek()[0] in (_Tok.END, _Tok.COMMA) and operator is None:
-            operator = Operator.EXISTS
-        return lit, operator
-
-    def _operator(self) -> Operator:
-        tok, lit = self._next(values=False)
-        operator = _TOKEN_OPERATORS.get(tok)
-        if operator is None:
-            raise SelectorError(f"found '{lit}', expected: {_BINARY_OPERATORS}")
-        return operator
-
-    def _value_set(self) -> set[str]:
-        tok, lit = self._next()
-        if tok is not _Tok.OPEN_PAR:
-            raise SelectorError(f"found '{lit}' expected: '('")
-        tok, lit = self._peek()
-        if tok in (_Tok.IDENTIFIER, _Tok.COMMA):
-            values = self._identifiers()
-            if self._next()[0] is not _Tok.CLOSE_PAR:
-                raise SelectorError(f"found '{lit}', expected: ')'")
-            return values
-        if tok is _Tok.CLOSE_PAR:
-            self._next()
-            return {""}
-        raise SelectorError(f"found '{lit}', expected: ',', ')' or identifier")
-
-    def _identifiers(self) -> set[str]:
-        values: set[str] = set()
-        while True:
-            tok, lit = self._next()
-            if tok is _Tok.IDENTIFIER:
-                values.add(lit)
-                tok2, lit2 = self._peek()
-                if tok2 is _Tok.COMMA:
-                    continue
-                if tok2 is _Tok.CLOSE_PAR:
-                    return values
-                raise SelectorError(f"found '{lit2}', expected: ',' or ')'")
-            if tok is _Tok.COMMA:
-                # Empty values are legal: "(,a)", "(a,)" and "(a,,b)" all include "".
-                if not values:
-                    values.add("")
-                tok2, _ = self._peek()
-                if tok2 is _Tok.CLOSE_PAR:
-                    values.add("")
-                    return values
-                if tok2 is _Tok.COMMA:
-                    self._next()
-                    values.add("")
-                continue
-            raise SelectorError(f"found '{lit}', expected: ',', or identifier")
-
-    def _exact_value(self) -> set[str]:
-        tok, _ = self._peek()
-        if tok in (_Tok.END, _Tok.COMMA):
-            return {""}
-        tok, lit = self._next()
-        if tok is _Tok.IDENTIFIER:
-            return {lit}
-        raise SelectorError(f"found '{lit}', expected: identifier")
-
-
 def parse_label_selector(text: str) -> LabelSelector:
     """Parse a `labelSelector` query value; the empty string selects everything."""
-    return LabelSelector(_sorted_by_key(_LabelParser(text).parse()))
+    try:
+        reqs = labelsyntax.parse(text, _parsed_requirement)
+    except labelsyntax.LabelSyntaxError as exc:
+        raise SelectorError(str(exc)) from exc
+    return LabelSelector(_sorted_by_key(reqs))
+
+
+def _parsed_requirement(key: str, operator: str, values: list[str]) -> Requirement:
+    return requirement(key, Operator(operator), values)
 
 
 def label_selector_from_set(labels: Mapping[str, str] | None) -> LabelSelector:

@@ -7,6 +7,9 @@ APIError(code, reason, message, status)
 ├── Gone           410 (too old resourceVersion: relist)
 └── Invalid        422 (status["details"]["causes"] names the fields)
 TransportError     the server could not be reached or the stream broke
+
+`namespace_terminating` tells a create refused because its namespace is being
+deleted, which no retry will cure.
 """
 
 from __future__ import annotations
@@ -64,3 +67,18 @@ def from_status(code: int, status: dict[str, Any]) -> APIError:
     elif code == 422:
         cls = Invalid
     return cls(code, reason, message, status)
+
+
+def namespace_terminating(exc: APIError) -> bool:
+    """Whether a create was refused because its namespace is being deleted."""
+    details = exc.status.get("details")
+    causes = details.get("causes") if isinstance(details, dict) else None
+    for cause in causes or []:
+        # metav1.StatusCause sends its Type as "reason"; some servers spell it "type".
+        if isinstance(cause, dict) and "NamespaceTerminating" in (
+            cause.get("reason"),
+            cause.get("type"),
+        ):
+            return True
+    # Servers that send no cause still say so in the message.
+    return exc.code == 403 and "because it is being terminated" in exc.message

@@ -122,6 +122,21 @@ async def claim(
     return owned
 
 
+def reread(
+    client: rest.Client, kind: ResourceKind, owner: Obj
+) -> Callable[[], Awaitable[Obj | None]]:
+    """A `recheck_owner` for `claim`: `owner` as the API has it now, None once it is gone."""
+    meta = owner["metadata"]
+
+    async def read() -> Obj | None:
+        try:
+            return await client.get(kind, meta.get("namespace", ""), meta["name"])
+        except errors.NotFound:
+            return None
+
+    return read
+
+
 async def _patch(client: rest.Client, kind: ResourceKind, obj: Obj, body: Obj) -> Obj:
     meta = obj["metadata"]
     return await client.patch(kind, meta.get("namespace"), meta["name"], body)

@@ -43,7 +43,7 @@ from switchboard.api.kinds import Obj
 from switchboard.client import errors, informer, rest, workqueue
 from switchboard.client.events import EventRecorder, EventType
 from switchboard.client.informer import Informer
-from switchboard.controllers import claims, pods, podtemplate, rollout
+from switchboard.controllers import claims, owners, pods, podtemplate, rollout
 from switchboard.controllers import deploymentstatus as dstatus
 from switchboard.controllers.workers import (
     CONTROLLER_UID_INDEX,
@@ -96,33 +96,14 @@ class DeploymentController:
         self.queue.add(informer.key_of(new))
 
     def _owner_key(self, rs: Obj) -> str | None:
-        ref = podtemplate.controller_of(rs)
-        if ref is None or ref.get("kind") != "Deployment":
-            return None
-        key = f"{rs['metadata'].get('namespace', '')}/{ref.get('name', '')}"
-        d = self.deployments.get(key)
-        if d is None or d["metadata"].get("uid") != ref.get("uid"):
-            return None
-        return key
-
-    def _matching_keys(self, rs: Obj) -> list[str]:
-        meta = rs["metadata"]
-        found = []
-        for d in self.deployments.by_index(informer.NAMESPACE, meta.get("namespace", "")):
-            try:
-                sel = selectors.from_label_selector((d.get("spec") or {}).get("selector"))
-            except selectors.SelectorError:
-                continue
-            if not sel.empty and sel.matches(meta.get("labels") or {}):
-                found.append(informer.key_of(d))
-        return found
+        return owners.controller_key(rs, self.deployments, kinds.DEPLOYMENTS)
 
     def _rs_added(self, obj: Obj) -> None:
         key = self._owner_key(obj)
         if key is not None:
             self.queue.add(key)
         elif podtemplate.controller_of(obj) is None:
-            for k in self._matching_keys(obj):
+            for k in owners.selecting_keys(obj, self.deployments):
                 self.queue.add(k)
 
     def _rs_updated(self, old: Obj, new: Obj) -> None:
@@ -136,7 +117,7 @@ class DeploymentController:
             return
         labels_changed = old["metadata"].get("labels") != new["metadata"].get("labels")
         if podtemplate.controller_of(new) is None and (labels_changed or old_key is not None):
-            for k in self._matching_keys(new):
+            for k in owners.selecting_keys(new, self.deployments):
                 self.queue.add(k)
 
     def _rs_deleted(self, obj: Obj) -> None:
@@ -146,10 +127,8 @@ class DeploymentController:
 
     def _pod_deleted(self, obj: Obj) -> None:
         # Recreate waits for the last old pod to go; nothing else needs pod events.
-        rs_ref = podtemplate.controller_of(obj)
-        if rs_ref is None or rs_ref.get("kind") != "ReplicaSet":
-            return
-        rs = self.replicasets.get(f"{obj['metadata'].get('namespace', '')}/{rs_ref.get('name')}")
+        rs_key = owners.controller_key(obj, self.replicasets, kinds.REPLICASETS)
+        rs = self.replicasets.get(rs_key) if rs_key else None
         if rs is None:
             return
         key = self._owner_key(rs)
@@ -204,13 +183,7 @@ class DeploymentController:
     async def _claim_replicasets(self, d: Obj, selector: selectors.LabelSelector) -> list[Obj]:
         ns = d["metadata"].get("namespace", "")
         candidates = self.replicasets.by_index(informer.NAMESPACE, ns)
-
-        async def recheck() -> Obj | None:
-            try:
-                return await self.client.get(kinds.DEPLOYMENTS, ns, d["metadata"]["name"])
-            except errors.NotFound:
-                return None
-
+        recheck = claims.reread(self.client, kinds.DEPLOYMENTS, d)
         try:
             owned = await claims.claim(
                 self.client, kinds.REPLICASETS, d, selector, candidates, recheck

@@ -28,7 +28,6 @@ client around it, the same shape as the EndpointSlice controller:
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Any
 
 from switchboard.api import kinds
@@ -36,25 +35,15 @@ from switchboard.api.kinds import Obj
 from switchboard.client import errors, informer, rest, workqueue
 from switchboard.client.events import EventRecorder
 from switchboard.client.informer import Informer
-from switchboard.controllers import endpointsubsets, servicepods, slicing
-from switchboard.controllers.workers import run_workers, split_key
-
-log = logging.getLogger(__name__)
+from switchboard.controllers import endpointrules, endpointsubsets, servicepods, triggertime
+from switchboard.controllers.workers import CacheWait, resource_version, run_workers, split_key
 
 # Endpoints holding a leader-election record belong to no Service; never delete them.
 LEADER_ANNOTATION = "control-plane.alpha.kubernetes.io/leader"
-# A sync that found the cache behind our own write runs again as soon as the informer
-# delivers that write, or after this long at the latest.
-STALE_CACHE_DELAY = 0.5
 
 
 def _meta(obj: Obj) -> dict[str, Any]:
     return obj.get("metadata") or {}
-
-
-def _rv(obj: Obj | None) -> int | None:
-    text = str(_meta(obj).get("resourceVersion") or "") if obj is not None else ""
-    return int(text) if text.isdigit() else None
 
 
 class EndpointsController:
@@ -69,6 +58,7 @@ class EndpointsController:
         *,
         max_capacity: int = endpointsubsets.MAX_CAPACITY,
         events: EventRecorder | None = None,
+        queue_clock: workqueue.Clock | None = None,
     ) -> None:
         if max_capacity < 1:
             raise ValueError("max_capacity must be at least 1")
@@ -78,14 +68,13 @@ class EndpointsController:
         self.endpoints = endpoints
         self.max_capacity = max_capacity
         self.events = events
-        self.queue = workqueue.WorkQueue(name="endpoints")
+        self.queue = workqueue.WorkQueue(name="endpoints", clock=queue_clock)
         self._membership = servicepods.ServicePods(services, pods)
-        self._trigger_times = slicing.TriggerTimeTracker()
+        self._trigger_times = triggertime.TriggerTimeTracker()
         # Service key → resourceVersion of our last write of its Endpoints.
         self._written: dict[str, int] = {}
-        self._waiting_for_cache: set[str] = set()
-        services.add_handlers(self._on_service, self._on_service_update, self._on_service)
-        pods.add_handlers(self._on_pod, self._on_pod_update, self._on_pod)
+        self._cache_wait = CacheWait(self.queue)
+        self._membership.enqueue_changes(self.queue)
         endpoints.add_handlers(
             self._on_endpoints_written, self._on_endpoints_update, self._on_endpoints_delete
         )
@@ -103,25 +92,8 @@ class EndpointsController:
 
     # ---- event handlers: enqueue only (parameters named as the informer protocols name them)
 
-    def _on_service(self, obj: Obj) -> None:
-        self.queue.add(slicing.service_key(obj))
-
-    def _on_service_update(self, old: Obj, new: Obj) -> None:
-        self.queue.add(slicing.service_key(new))
-
-    def _on_pod(self, obj: Obj) -> None:
-        for key in self._membership.services_for_pod(obj):
-            self.queue.add(key)
-
-    def _on_pod_update(self, old: Obj, new: Obj) -> None:
-        for key in self._membership.services_to_update(old, new):
-            self.queue.add(key)
-
     def _on_endpoints_written(self, obj: Obj) -> None:
-        key = informer.key_of(obj)
-        if key in self._waiting_for_cache:
-            self._waiting_for_cache.discard(key)
-            self.queue.add(key)  # the write a sync was waiting to see has arrived
+        self._cache_wait.arrived(informer.key_of(obj))
 
     def _on_endpoints_update(self, old: Obj, new: Obj) -> None:
         self._on_endpoints_written(new)
@@ -144,18 +116,16 @@ class EndpointsController:
                 with contextlib.suppress(errors.NotFound):
                     await self.client.delete(kinds.ENDPOINTS, namespace, name)
             return
-        if not slicing.manages_endpoints(svc):
+        if not endpointrules.manages_endpoints(svc):
             return
         current = self.endpoints.get(key)
         written = self._written.get(key)
         if written is not None:
-            seen = _rv(current)
+            seen = resource_version(current)
             if current is None or (seen is not None and seen < written):
-                log.debug("endpoints: cache behind our write for %s; waiting", key)
-                self._waiting_for_cache.add(key)
-                self.queue.add_after(key, STALE_CACHE_DELAY)
+                self._cache_wait.wait(key)
                 return
-        self._waiting_for_cache.discard(key)
+        self._cache_wait.done(key)
         pods = self._membership.pods_for(svc)
         desired = endpointsubsets.endpoints_for(
             svc,
@@ -172,7 +142,7 @@ class EndpointsController:
             else:
                 result = await self.client.update(kinds.ENDPOINTS, desired)
         except errors.ClientError as exc:
-            if isinstance(exc, errors.APIError) and servicepods.namespace_terminating(exc):
+            if isinstance(exc, errors.APIError) and errors.namespace_terminating(exc):
                 return  # creates keep failing until the namespace is gone
             if self.events is not None:
                 verb = "create" if current is None else "update"
@@ -183,7 +153,7 @@ class EndpointsController:
                     f"Failed to {verb} endpoint for service {key}: {exc}",
                 )
             raise
-        rv = _rv(result)
+        rv = resource_version(result)
         if rv is not None:
             self._written[key] = rv
 

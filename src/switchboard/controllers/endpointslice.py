@@ -46,8 +46,14 @@ from switchboard.api.kinds import Obj
 from switchboard.client import errors, informer, rest, workqueue
 from switchboard.client.events import EventRecorder
 from switchboard.client.informer import Informer
-from switchboard.controllers import servicepods, slicing
-from switchboard.controllers.workers import ensure_index, run_workers, split_key
+from switchboard.controllers import endpointrules, servicepods, slicing, triggertime
+from switchboard.controllers.workers import (
+    CacheWait,
+    ensure_index,
+    resource_version,
+    run_workers,
+    split_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +61,6 @@ SLICES_BY_SERVICE = slicing.LABEL_SERVICE_NAME
 # Kubernetes waits at least 1 s after a change to one of its slices by someone else,
 # so a burst of such changes is handled in one sync.
 SLICE_CHANGE_DELAY = 1.0
-# A sync that found the slice cache behind our own writes runs again as soon as the
-# cache catches up (the informer event of our write), or after this long at the latest.
-STALE_CACHE_DELAY = 0.5
 
 
 class UnknownNodes(Exception):
@@ -70,11 +73,6 @@ def _meta(obj: Obj) -> dict[str, Any]:
 
 def _labels(obj: Obj) -> dict[str, str]:
     return _meta(obj).get("labels") or {}
-
-
-def _rv(obj: Obj) -> int | None:
-    text = str(_meta(obj).get("resourceVersion") or "")
-    return int(text) if text.isdigit() else None
 
 
 def _uid(obj: Obj) -> str:
@@ -96,7 +94,7 @@ class _SliceTracker:
     _service_uids: dict[str, str] = field(default_factory=dict)
 
     def wrote(self, service_key: str, slice_: Obj) -> None:
-        rv = _rv(slice_)
+        rv = resource_version(slice_)
         if rv is not None and _uid(slice_):
             self._by_service.setdefault(service_key, {})[_uid(slice_)] = rv
 
@@ -107,7 +105,7 @@ class _SliceTracker:
     def is_ours(self, service_key: str, slice_: Obj) -> bool:
         """True when this event shows a version we wrote ourselves (or an older one)."""
         tracked = self._by_service.get(service_key, {}).get(_uid(slice_))
-        rv = _rv(slice_)
+        rv = resource_version(slice_)
         return tracked is not None and tracked != _DELETED and rv is not None and rv <= tracked
 
     def deletion_expected(self, service_key: str, slice_: Obj) -> bool:
@@ -116,7 +114,7 @@ class _SliceTracker:
         return tracked == _DELETED
 
     def stale(self, service: Obj, slices: list[Obj]) -> bool:
-        key = slicing.service_key(service)
+        key = endpointrules.service_key(service)
         uid = _uid(service)
         if self._service_uids.get(key, uid) != uid:
             self._by_service.pop(key, None)  # a new Service of the same name
@@ -128,7 +126,7 @@ class _SliceTracker:
         for slice_ in slices:
             seen.add(_uid(slice_))
             want = tracked.get(_uid(slice_))
-            rv = _rv(slice_)
+            rv = resource_version(slice_)
             if want is not None and (want == _DELETED or (rv is not None and rv < want)):
                 return True
         return any(rv != _DELETED and uid not in seen for uid, rv in tracked.items())
@@ -152,6 +150,7 @@ class EndpointSliceController:
         max_endpoints_per_slice: int = slicing.DEFAULT_MAX_ENDPOINTS_PER_SLICE,
         controller_name: str = slicing.CONTROLLER_NAME,
         events: EventRecorder | None = None,
+        queue_clock: workqueue.Clock | None = None,
     ) -> None:
         if max_endpoints_per_slice < 1:
             raise ValueError("max_endpoints_per_slice must be at least 1")
@@ -163,14 +162,13 @@ class EndpointSliceController:
         self.max_endpoints_per_slice = max_endpoints_per_slice
         self.controller_name = controller_name
         self.events = events
-        self.queue = workqueue.WorkQueue(name="endpointslice")
+        self.queue = workqueue.WorkQueue(name="endpointslice", clock=queue_clock)
         self._membership = servicepods.ServicePods(services, pods)
         self._tracker = _SliceTracker()
-        self._trigger_times = slicing.TriggerTimeTracker()
-        self._waiting_for_cache: set[str] = set()
+        self._trigger_times = triggertime.TriggerTimeTracker()
+        self._cache_wait = CacheWait(self.queue)
         ensure_index(slices, SLICES_BY_SERVICE, informer.label_index(slicing.LABEL_SERVICE_NAME))
-        services.add_handlers(self._on_service, self._on_service_update, self._on_service)
-        pods.add_handlers(self._on_pod, self._on_pod_update, self._on_pod)
+        self._membership.enqueue_changes(self.queue)
         slices.add_handlers(self._on_slice, self._on_slice_update, self._on_slice_delete)
 
     # ---- running -------------------------------------------------------------------------
@@ -183,20 +181,6 @@ class EndpointSliceController:
     # ---- event handlers: enqueue only ----------------------------------------------------
 
     # Handler parameters are named `obj` because the informer's handler protocols name them so.
-
-    def _on_service(self, obj: Obj) -> None:
-        self.queue.add(slicing.service_key(obj))
-
-    def _on_service_update(self, old: Obj, new: Obj) -> None:
-        self.queue.add(slicing.service_key(new))
-
-    def _on_pod(self, obj: Obj) -> None:
-        for key in self._membership.services_for_pod(obj):
-            self.queue.add(key)
-
-    def _on_pod_update(self, old: Obj, new: Obj) -> None:
-        for key in self._membership.services_to_update(old, new):
-            self.queue.add(key)
 
     def _managed(self, slice_: Obj) -> bool:
         return _labels(slice_).get(slicing.LABEL_MANAGED_BY) == self.controller_name
@@ -211,9 +195,8 @@ class EndpointSliceController:
             return
         if not self._tracker.is_ours(key, obj):
             self.queue.add_after(key, SLICE_CHANGE_DELAY)
-        elif key in self._waiting_for_cache:
-            self._waiting_for_cache.discard(key)
-            self.queue.add(key)  # the write a sync was waiting to see has arrived
+        else:
+            self._cache_wait.arrived(key)
 
     def _on_slice_update(self, old: Obj, new: Obj) -> None:
         old_key, new_key = self._owner_key(old), self._owner_key(new)
@@ -231,9 +214,8 @@ class EndpointSliceController:
             return
         if not self._tracker.deletion_expected(key, obj):
             self.queue.add_after(key, SLICE_CHANGE_DELAY)
-        elif key in self._waiting_for_cache:
-            self._waiting_for_cache.discard(key)
-            self.queue.add(key)
+        else:
+            self._cache_wait.arrived(key)
 
     # ---- the sync ------------------------------------------------------------------------
 
@@ -247,17 +229,15 @@ class EndpointSliceController:
             self._tracker.forget(key)
             self._trigger_times.forget(key)
             return
-        if not slicing.manages_endpoints(svc):
+        if not endpointrules.manages_endpoints(svc):
             return
         mine = [s for s in self.slices.by_index(SLICES_BY_SERVICE, key) if self._managed(s)]
         if self._tracker.stale(svc, mine):
-            log.debug("endpointslice: cache behind our writes for %s; waiting", key)
-            self._waiting_for_cache.add(key)
-            self.queue.add_after(key, STALE_CACHE_DELAY)
+            self._cache_wait.wait(key)
             return
-        self._waiting_for_cache.discard(key)
+        self._cache_wait.done(key)
         # Slices already being deleted are left to finish; acting on them would race the GC.
-        existing = [s for s in mine if not slicing.is_terminating(s)]
+        existing = [s for s in mine if not endpointrules.is_terminating(s)]
         pods = self._membership.pods_for(svc)
         plan = slicing.reconcile(
             svc,
@@ -291,7 +271,7 @@ class EndpointSliceController:
             try:
                 created = await self.client.create(kinds.ENDPOINTSLICES, namespace, slice_)
             except errors.APIError as exc:
-                if servicepods.namespace_terminating(exc):
+                if errors.namespace_terminating(exc):
                     return  # creates keep failing until the namespace is gone; nothing to do
                 raise
             self._tracker.wrote(key, created)

@@ -6,7 +6,7 @@ Values in, values out, as Kubernetes' pkg/controller/endpoint computes them:
   only when the Service publishes not-ready addresses. Ready pods (all of
   them with publishNotReadyAddresses) go to `addresses`, the rest to
   `notReadyAddresses`. Ports resolve per pod as for EndpointSlices
-  (`slicing.find_port`); one IP of the Service's primary family per pod.
+  (`endpointrules.find_port`); one IP of the Service's primary family per pod.
   A headless Service without ports still lists its pods, in a portless subset.
 - Subsets are packed canonically (`repack`): addresses offering the same
   ports with the same readiness share a subset, everything sorted, so equal
@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from switchboard.api.kinds import Obj
-from switchboard.controllers import slicing
+from switchboard.controllers import endpointrules, triggertime
 
 MAX_CAPACITY = 1000
 ANNOTATION_OVER_CAPACITY = "endpoints.kubernetes.io/over-capacity"
@@ -48,13 +48,13 @@ def _primary_family(service: Obj, pod: Obj) -> int:
     cluster_ip = spec.get("clusterIP") or ""
     if cluster_ip and cluster_ip != "None":
         return 6 if ":" in cluster_ip else 4
-    ips = slicing.pod_ips(pod)
+    ips = endpointrules.pod_ips(pod)
     return 6 if ips and ":" in ips[0] else 4
 
 
 def _address(service: Obj, pod: Obj) -> Obj | None:
     family = _primary_family(service, pod)
-    for text in slicing.pod_ips(pod):
+    for text in endpointrules.pod_ips(pod):
         try:
             ip = ipaddress.ip_address(text)
         except ValueError:
@@ -64,8 +64,8 @@ def _address(service: Obj, pod: Obj) -> Obj | None:
             node_name = (pod.get("spec") or {}).get("nodeName")
             if node_name:
                 address["nodeName"] = node_name
-            address["targetRef"] = slicing.target_ref(pod)
-            if slicing.should_set_hostname(pod, service):
+            address["targetRef"] = endpointrules.target_ref(pod)
+            if endpointrules.should_set_hostname(pod, service):
                 address["hostname"] = pod["spec"]["hostname"]
             return address
     return None
@@ -103,23 +103,23 @@ def _sort_key_address(address: Mapping[str, Any]) -> tuple[bytes, str]:
 def desired_subsets(service: Obj, pods: Iterable[Obj]) -> list[Obj]:
     """The Endpoints subsets for `service`, packed canonically (see `repack`)."""
     spec = service.get("spec") or {}
-    publish = slicing.publishes_not_ready(service)
+    publish = endpointrules.publishes_not_ready(service)
     service_ports = spec.get("ports") or []
-    headless = slicing.is_headless(service)
+    headless = endpointrules.is_headless(service)
     entries: list[tuple[Obj, Obj | None, bool]] = []
     for pod in pods:
-        if not slicing.should_pod_be_in_endpoints(pod, include_terminating=publish):
+        if not endpointrules.should_pod_be_in_endpoints(pod, include_terminating=publish):
             continue
         address = _address(service, pod)
         if address is None:
             continue
-        ready = publish or slicing.is_pod_ready(pod)
+        ready = publish or endpointrules.is_pod_ready(pod)
         if not service_ports:
             if headless:
                 entries.append((address, None, ready))
             continue
         for sp in service_ports:
-            number = slicing.find_port(pod, sp)
+            number = endpointrules.find_port(pod, sp)
             if number is not None:
                 entries.append((address, _port(sp, number), ready))
     return repack(entries)
@@ -253,11 +253,13 @@ def endpoints_for(
     if current is not None:
         cur_meta = current.get("metadata") or {}
         cur_labels = {
-            k: v for k, v in (cur_meta.get("labels") or {}).items() if k != slicing.LABEL_HEADLESS
+            k: v
+            for k, v in (cur_meta.get("labels") or {}).items()
+            if k != endpointrules.LABEL_HEADLESS
         }
         over = (cur_meta.get("annotations") or {}).get(ANNOTATION_OVER_CAPACITY)
-        headless_ok = (slicing.LABEL_HEADLESS in (cur_meta.get("labels") or {})) == (
-            slicing.is_headless(service)
+        headless_ok = (endpointrules.LABEL_HEADLESS in (cur_meta.get("labels") or {})) == (
+            endpointrules.is_headless(service)
         )
         if (
             _canonical(current.get("subsets") or []) == _canonical(subsets)
@@ -276,17 +278,17 @@ def endpoints_for(
     new["subsets"] = subsets
     new_meta = new["metadata"]
     labels = service_labels
-    if slicing.is_headless(service):
-        labels[slicing.LABEL_HEADLESS] = ""
+    if endpointrules.is_headless(service):
+        labels[endpointrules.LABEL_HEADLESS] = ""
     if labels:
         new_meta["labels"] = labels
     else:
         new_meta.pop("labels", None)
     annotations = dict(new_meta.get("annotations") or {})
     if trigger_time:
-        annotations[slicing.ANNOTATION_TRIGGER_TIME] = trigger_time
+        annotations[triggertime.ANNOTATION_TRIGGER_TIME] = trigger_time
     else:
-        annotations.pop(slicing.ANNOTATION_TRIGGER_TIME, None)
+        annotations.pop(triggertime.ANNOTATION_TRIGGER_TIME, None)
     if truncated:
         annotations[ANNOTATION_OVER_CAPACITY] = TRUNCATED
     else:

@@ -40,7 +40,7 @@ from switchboard.api.kinds import Obj
 from switchboard.client import errors, informer, rest, workqueue
 from switchboard.client.events import EventRecorder, EventType
 from switchboard.client.informer import Informer
-from switchboard.controllers import claims, pods, podtemplate
+from switchboard.controllers import claims, owners, pods, podtemplate
 from switchboard.controllers.expectations import Expectations
 from switchboard.controllers.workers import (
     CONTROLLER_UID_INDEX,
@@ -98,30 +98,7 @@ class ReplicaSetController:
         self.queue.add(key)
 
     def _owner_key(self, pod: Obj) -> str | None:
-        """The key of the cached ReplicaSet controlling `pod`, if there is one."""
-        ref = podtemplate.controller_of(pod)
-        if ref is None or ref.get("kind") != "ReplicaSet":
-            return None
-        if not str(ref.get("apiVersion", "")).startswith("apps/"):
-            return None
-        key = f"{pod['metadata'].get('namespace', '')}/{ref.get('name', '')}"
-        rs = self.replicasets.get(key)
-        if rs is None or rs["metadata"].get("uid") != ref.get("uid"):
-            return None
-        return key
-
-    def _matching_keys(self, pod: Obj) -> list[str]:
-        """Keys of the ReplicaSets whose selector matches an orphan pod."""
-        meta = pod["metadata"]
-        found = []
-        for rs in self.replicasets.by_index(informer.NAMESPACE, meta.get("namespace", "")):
-            try:
-                sel = selectors.from_label_selector((rs.get("spec") or {}).get("selector"))
-            except selectors.SelectorError:
-                continue
-            if not sel.empty and sel.matches(meta.get("labels") or {}):
-                found.append(informer.key_of(rs))
-        return found
+        return owners.controller_key(pod, self.replicasets, kinds.REPLICASETS)
 
     def _pod_added(self, obj: Obj) -> None:
         pod = obj
@@ -135,7 +112,7 @@ class ReplicaSetController:
             self.queue.add(key)
             return
         if podtemplate.controller_of(pod) is None:
-            for k in self._matching_keys(pod):
+            for k in owners.selecting_keys(pod, self.replicasets):
                 self.queue.add(k)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
@@ -163,7 +140,7 @@ class ReplicaSetController:
         if podtemplate.controller_of(new) is None and (
             labels_changed or podtemplate.controller_of(old) is not None
         ):
-            for k in self._matching_keys(new):
+            for k in owners.selecting_keys(new, self.replicasets):
                 self.queue.add(k)
 
     def _pod_deleted(self, obj: Obj) -> None:
@@ -213,13 +190,7 @@ class ReplicaSetController:
     async def _claim_pods(self, rs: Obj, selector: selectors.LabelSelector) -> list[Obj]:
         ns = rs["metadata"].get("namespace", "")
         candidates = [p for p in self.pods.by_index(informer.NAMESPACE, ns) if pods.is_active(p)]
-
-        async def recheck() -> Obj | None:
-            try:
-                return await self.client.get(kinds.REPLICASETS, ns, rs["metadata"]["name"])
-            except errors.NotFound:
-                return None
-
+        recheck = claims.reread(self.client, kinds.REPLICASETS, rs)
         try:
             owned = await claims.claim(self.client, kinds.PODS, rs, selector, candidates, recheck)
         except claims.OwnerGone:
@@ -248,7 +219,7 @@ class ReplicaSetController:
                         # Not an API answer (e.g. the connection broke): the create may or
                         # may not have happened; the expectation expires if it did not.
                         raise result
-                    if not namespace_terminating(result):
+                    if not errors.namespace_terminating(result):
                         failure = failure or result
                 else:
                     made += 1
@@ -265,7 +236,7 @@ class ReplicaSetController:
         try:
             created = await self.client.create(kinds.PODS, rs["metadata"].get("namespace"), pod)
         except errors.APIError as exc:
-            if not namespace_terminating(exc):  # the ReplicaSet is about to go as well
+            if not errors.namespace_terminating(exc):  # the ReplicaSet is about to go as well
                 self._event(rs, "Warning", "FailedCreate", f"Error creating: {exc.message}")
             raise
         self._event(rs, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}")
@@ -338,15 +309,6 @@ class ReplicaSetController:
     def _event(self, obj: Obj, type_: EventType, reason: str, message: str) -> None:
         if self.events is not None:
             self.events.record(obj, type_, reason, message)
-
-
-def namespace_terminating(exc: errors.APIError) -> bool:
-    """Whether a create failed because its namespace is being deleted."""
-    causes = ((exc.status or {}).get("details") or {}).get("causes") or []
-    return exc.code == 403 and (
-        any(isinstance(c, dict) and c.get("type") == "NamespaceTerminating" for c in causes)
-        or "because it is being terminated" in exc.message
-    )
 
 
 def replicaset_status(

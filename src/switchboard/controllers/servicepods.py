@@ -21,9 +21,9 @@ as Kubernetes' GetServicesToUpdateOnPodChange does: none when nothing an
 endpoint shows changed; when labels changed, the Services that gained or
 lost the pod (all of both sets when the endpoint itself changed too).
 
-The indexes are registered idempotently, so the two controllers (or any
-other) can share informers. `namespace_terminating` is the one error both
-controllers treat as final rather than retry.
+`enqueue_changes` has the Service and pod events of both informers queue
+those answers on a controller's work queue. The indexes are registered
+idempotently, so the two controllers (or any other) can share informers.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from switchboard.api.kinds import Obj
-from switchboard.client import errors
+from switchboard.client import workqueue
 from switchboard.client.informer import Informer
-from switchboard.controllers import slicing, workers
+from switchboard.controllers import endpointrules, workers
 
 POD_LABELS_INDEX = "namespace-label"
 SERVICE_SELECTOR_INDEX = "namespace-selector-pair"
@@ -58,11 +58,11 @@ def pod_label_index(obj: Obj) -> Iterable[str]:
 
 def service_selector_index(obj: Obj) -> Iterable[str]:
     """Services by each pair of their selector, as "namespace/key=value"."""
-    return _pairs(_ns(obj), slicing.selector_of(obj) or {})
+    return _pairs(_ns(obj), endpointrules.selector_of(obj) or {})
 
 
 def _ready_and_ips(pod: Obj) -> tuple[bool, tuple[str, ...]]:
-    return slicing.is_pod_ready(pod), tuple(slicing.pod_ips(pod))
+    return endpointrules.is_pod_ready(pod), tuple(endpointrules.pod_ips(pod))
 
 
 def pod_endpoint_changes(old: Obj, new: Obj) -> tuple[bool, bool]:
@@ -92,6 +92,26 @@ class ServicePods:
         workers.ensure_index(services, SERVICE_SELECTOR_INDEX, service_selector_index)
         workers.ensure_index(pods, POD_LABELS_INDEX, pod_label_index)
 
+    def enqueue_changes(self, queue: workqueue.WorkQueue) -> None:
+        """Have Service and pod events queue the keys of the Services they may concern."""
+
+        def on_service(obj: Obj) -> None:
+            queue.add(endpointrules.service_key(obj))
+
+        def on_service_update(old: Obj, new: Obj) -> None:
+            queue.add(endpointrules.service_key(new))
+
+        def on_pod(obj: Obj) -> None:
+            for key in self.services_for_pod(obj):
+                queue.add(key)
+
+        def on_pod_update(old: Obj, new: Obj) -> None:
+            for key in self.services_to_update(old, new):
+                queue.add(key)
+
+        self.services.add_handlers(on_service, on_service_update, on_service)
+        self.pods.add_handlers(on_pod, on_pod_update, on_pod)
+
     def services_for(self, namespace: str, labels: Mapping[str, str]) -> set[str]:
         """Keys of the Services in `namespace` whose selector matches `labels`."""
         candidates: set[str] = set()
@@ -100,8 +120,8 @@ class ServicePods:
         found: set[str] = set()
         for key in candidates:
             svc = self.services.get(key)
-            selector = slicing.selector_of(svc) if svc is not None else None
-            if selector is not None and slicing.selects(selector, labels):
+            selector = endpointrules.selector_of(svc) if svc is not None else None
+            if selector is not None and endpointrules.selects(selector, labels):
                 found.add(key)
         return found
 
@@ -121,7 +141,7 @@ class ServicePods:
 
     def pods_for(self, service: Obj) -> list[Obj]:
         """The pods the Service's selector matches (none for a selectorless Service)."""
-        selector = slicing.selector_of(service)
+        selector = endpointrules.selector_of(service)
         if selector is None:
             return []
         ns = _ns(service)
@@ -130,14 +150,4 @@ class ServicePods:
         ]
         smallest = min(buckets, key=len)
         pods = (self.pods.get(key) for key in smallest)
-        return [p for p in pods if p is not None and slicing.selects(selector, _labels(p))]
-
-
-def namespace_terminating(exc: errors.APIError) -> bool:
-    """True for a create refused because its namespace is being deleted: retrying is futile."""
-    details = exc.status.get("details")
-    causes = details.get("causes") if isinstance(details, dict) else None
-    if any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes or []):
-        return True
-    # Servers that send no cause still say so in the message.
-    return exc.code == 403 and "because it is being terminated" in exc.message
+        return [p for p in pods if p is not None and endpointrules.selects(selector, _labels(p))]

@@ -6,18 +6,16 @@ every rule is unit-tested without a server. The controller
 Service's existing slices from informer caches, calls `reconcile`, and
 writes the `SlicePlan` it gets back.
 
-The rules follow Kubernetes' k8s.io/endpointslice reconciler:
+The rules follow Kubernetes' k8s.io/endpointslice reconciler, on top of
+those both endpoint controllers share (`endpointrules`: which pods are
+endpoints, how a pod resolves a ServicePort):
 
-- A pod becomes an endpoint unless it is terminal (phase Succeeded or
-  Failed) or has no IP; a terminating pod (deletionTimestamp set) stays,
+- Every pod that is an endpoint, terminating ones included, gets one,
   marked. Conditions: serving = the pod's Ready condition is True,
   terminating = deletionTimestamp set, ready = publishNotReadyAddresses or
   (serving and not terminating).
-- Each pod resolves the Service's ports on its own: a numeric targetPort is
-  used as it is, a named one is looked up among the pod's container ports
-  with the same name and protocol; a port the pod lacks is left out. Pods
-  are grouped by the port set they resolve to, and each group has its own
-  slices — a slice carries one port set for all its endpoints.
+- Pods are grouped by the port set they resolve to, and each group has its
+  own slices — a slice carries one port set for all its endpoints.
 - One address type per IP family of the Service (IPv4, IPv6); a pod's
   addresses of the other family are ignored.
 - A pod on a Node the cache does not know is left out (and reported in
@@ -48,23 +46,21 @@ import copy
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from switchboard.api.kinds import Obj
+from switchboard.controllers import endpointrules, triggertime
 
 LABEL_SERVICE_NAME = "kubernetes.io/service-name"
 LABEL_MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
-LABEL_HEADLESS = "service.kubernetes.io/headless"
 LABEL_ZONE = "topology.kubernetes.io/zone"
-ANNOTATION_TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 # The managed-by value Kubernetes' own controller writes; slices carrying it are ours.
 CONTROLLER_NAME = "endpointslice-controller.k8s.io"
 DEFAULT_MAX_ENDPOINTS_PER_SLICE = 100
 
 IPV4 = "IPv4"
 IPV6 = "IPv6"
-_RESERVED_LABELS = frozenset({LABEL_SERVICE_NAME, LABEL_MANAGED_BY, LABEL_HEADLESS})
+_RESERVED_LABELS = frozenset({LABEL_SERVICE_NAME, LABEL_MANAGED_BY, endpointrules.LABEL_HEADLESS})
 
 NodeLookup = Callable[[str], Obj | None]
 PortKey = tuple[tuple[str, str, int, str | None], ...]
@@ -72,7 +68,7 @@ EndpointKey = tuple[tuple[str, ...], str, str, str]
 
 
 # ---------------------------------------------------------------------------
-# Pods and Services
+# Endpoints
 # ---------------------------------------------------------------------------
 
 
@@ -84,103 +80,11 @@ def _meta(obj: Obj) -> dict[str, Any]:
     return obj.get("metadata") or {}
 
 
-def service_key(obj: Obj) -> str:
-    """`namespace/name`, the work-queue key of a Service (and of what belongs to it)."""
-    meta = _meta(obj)
-    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-
-
-def selector_of(service: Obj) -> dict[str, str] | None:
-    """The Service's pod selector, or None when it has none (then users manage its endpoints).
-
-    An empty selector counts as none: Kubernetes stores `selector: {}` as nil.
-    """
-    selector = _spec(service).get("selector")
-    return dict(selector) if selector else None
-
-
-def selects(selector: Mapping[str, str], labels: Mapping[str, str] | None) -> bool:
-    present = labels or {}
-    return all(present.get(k) == v for k, v in selector.items())
-
-
-def manages_endpoints(service: Obj) -> bool:
-    """True for Services whose endpoints the controllers compute: a selector, not ExternalName."""
-    return _spec(service).get("type") != "ExternalName" and selector_of(service) is not None
-
-
-def is_headless(service: Obj) -> bool:
-    cluster_ip = _spec(service).get("clusterIP") or ""
-    return cluster_ip in ("", "None")
-
-
-def publishes_not_ready(service: Obj) -> bool:
-    return bool(_spec(service).get("publishNotReadyAddresses"))
-
-
-def is_pod_ready(pod: Obj) -> bool:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return bool(cond.get("status") == "True")
-    return False
-
-
-def is_terminating(obj: Obj) -> bool:
-    return bool(_meta(obj).get("deletionTimestamp"))
-
-
-def pod_ips(pod: Obj) -> list[str]:
-    status = pod.get("status") or {}
-    ips = [p.get("ip", "") for p in status.get("podIPs") or []]
-    if not ips and status.get("podIP"):
-        ips = [status["podIP"]]
-    return [ip for ip in ips if ip]
-
-
-def should_pod_be_in_endpoints(pod: Obj, *, include_terminating: bool) -> bool:
-    """Terminal pods and pods without an IP never are; terminating ones only when asked."""
-    if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-        return False
-    if not pod_ips(pod):
-        return False
-    return include_terminating or not is_terminating(pod)
-
-
-def should_set_hostname(pod: Obj, service: Obj) -> bool:
-    spec = _spec(pod)
-    return (
-        bool(spec.get("hostname"))
-        and spec.get("subdomain") == _meta(service).get("name")
-        and _meta(pod).get("namespace") == _meta(service).get("namespace")
-    )
-
-
-def find_port(pod: Obj, service_port: Mapping[str, Any]) -> int | None:
-    """The pod's port for one ServicePort: a number as is, a name via the containers' ports."""
-    target = service_port.get("targetPort")
-    if target is None or target == "" or target == 0:
-        target = service_port.get("port")
-    if isinstance(target, int):
-        return target
-    if isinstance(target, str) and target.isdigit():
-        return int(target)
-    protocol = service_port.get("protocol") or "TCP"
-    spec = _spec(pod)
-    # Sidecars (init containers that keep running) serve ports as well.
-    sidecars = [c for c in spec.get("initContainers") or [] if c.get("restartPolicy") == "Always"]
-    for container in [*(spec.get("containers") or []), *sidecars]:
-        for port in container.get("ports") or []:
-            if port.get("name") == target and (port.get("protocol") or "TCP") == protocol:
-                number = port.get("containerPort")
-                return int(number) if number is not None else None
-    return None
-
-
 def endpoint_ports(service: Obj, pod: Obj) -> list[Obj]:
     """The slice ports this pod serves, in the Service's port order."""
     ports: list[Obj] = []
     for sp in _spec(service).get("ports") or []:
-        number = find_port(pod, sp)
+        number = endpointrules.find_port(pod, sp)
         if number is None:
             continue
         port: Obj = {"name": sp.get("name") or "", "protocol": sp.get("protocol") or "TCP"}
@@ -221,7 +125,7 @@ def address_types(service: Obj) -> list[str]:
 
 def _addresses(pod: Obj, address_type: str) -> list[str]:
     found: list[str] = []
-    for text in pod_ips(pod):
+    for text in endpointrules.pod_ips(pod):
         try:
             ip = ipaddress.ip_address(text)
         except ValueError:
@@ -231,24 +135,14 @@ def _addresses(pod: Obj, address_type: str) -> list[str]:
     return found
 
 
-def target_ref(pod: Obj) -> Obj:
-    meta = _meta(pod)
-    return {
-        "kind": "Pod",
-        "namespace": meta.get("namespace", ""),
-        "name": meta.get("name", ""),
-        "uid": meta.get("uid", ""),
-    }
-
-
 def pod_to_endpoint(pod: Obj, node: Obj | None, service: Obj, address_type: str) -> Obj:
-    serving = is_pod_ready(pod)
-    terminating = is_terminating(pod)
-    ready = publishes_not_ready(service) or (serving and not terminating)
+    serving = endpointrules.is_pod_ready(pod)
+    terminating = endpointrules.is_terminating(pod)
+    ready = endpointrules.publishes_not_ready(service) or (serving and not terminating)
     endpoint: Obj = {
         "addresses": _addresses(pod, address_type),
         "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
-        "targetRef": target_ref(pod),
+        "targetRef": endpointrules.target_ref(pod),
     }
     node_name = _spec(pod).get("nodeName")
     if node_name:
@@ -256,7 +150,7 @@ def pod_to_endpoint(pod: Obj, node: Obj | None, service: Obj, address_type: str)
     zone = (_meta(node).get("labels") or {}).get(LABEL_ZONE) if node is not None else None
     if zone:
         endpoint["zone"] = zone
-    if should_set_hostname(pod, service):
+    if endpointrules.should_set_hostname(pod, service):
         endpoint["hostname"] = _spec(pod)["hostname"]
     return endpoint
 
@@ -324,8 +218,8 @@ def slice_labels(
         k: v for k, v in (_meta(service).get("labels") or {}).items() if k not in _RESERVED_LABELS
     }
     changed = mine != wanted
-    if is_headless(service):
-        wanted[LABEL_HEADLESS] = ""
+    if endpointrules.is_headless(service):
+        wanted[endpointrules.LABEL_HEADLESS] = ""
     wanted[LABEL_SERVICE_NAME] = _meta(service).get("name", "")
     wanted[LABEL_MANAGED_BY] = controller_name
     return wanted, changed
@@ -368,84 +262,6 @@ def _is_placeholder_of(slice_: Obj, placeholder: Obj) -> bool:
         and not slice_.get("ports")
         and not slice_.get("endpoints")
     )
-
-
-# ---------------------------------------------------------------------------
-# Trigger times
-# ---------------------------------------------------------------------------
-
-
-def parse_time(text: str | None) -> datetime | None:
-    if not text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def format_time(when: datetime) -> str:
-    """RFC 3339 with as many fractional digits as needed, as Go's time.RFC3339Nano prints."""
-    utc = when.astimezone(UTC)
-    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond:06d}".rstrip("0")
-    return text + "Z"
-
-
-def _pod_trigger_time(pod: Obj) -> datetime | None:
-    for cond in (pod.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == "Ready":
-            return parse_time(cond.get("lastTransitionTime"))
-    return None
-
-
-@dataclass
-class _ServiceState:
-    service_time: datetime | None
-    pod_times: dict[str, datetime]
-
-
-@dataclass
-class TriggerTimeTracker:
-    """Computes the last-change-trigger-time annotation: when the change happened that the
-    endpoints now being written reflect.
-
-    For a Service seen the first time it is the Service's creation; afterwards the earliest
-    pod Ready transition (or Service creation) that is newer than at the previous sync.
-    Like Kubernetes' tracker it is an approximation when one object changes twice between
-    two syncs. Call it once per sync, also when the sync turns out to write nothing.
-    """
-
-    _states: dict[str, _ServiceState] = field(default_factory=dict)
-
-    def compute(self, service: Obj, pods: Iterable[Obj]) -> str | None:
-        key = service_key(service)
-        previous = self._states.get(key)
-        earliest: datetime | None = None
-        pod_times: dict[str, datetime] = {}
-        for pod in pods:
-            when = _pod_trigger_time(pod)
-            if when is None:
-                continue
-            name = str(_meta(pod).get("name", ""))
-            pod_times[name] = when
-            before = previous.pod_times.get(name) if previous else None
-            if before is None or when > before:
-                earliest = when if earliest is None else min(earliest, when)
-        created = parse_time(_meta(service).get("creationTimestamp"))
-        if created is not None and (
-            previous is None or previous.service_time is None or created > previous.service_time
-        ):
-            earliest = created if earliest is None else min(earliest, created)
-        self._states[key] = _ServiceState(created, pod_times)
-        if previous is None:
-            return format_time(created) if created is not None else None
-        return format_time(earliest) if earliest is not None else None
-
-    def forget(self, key: str) -> None:
-        self._states.pop(key, None)
 
 
 # ---------------------------------------------------------------------------
@@ -523,15 +339,15 @@ def reconcile(
         plan.delete += groups.delete
     plan.delete += unsupported
 
-    if is_terminating(service):
+    if endpointrules.is_terminating(service):
         # Creating slices the garbage collector is about to remove would race it.
         plan.create = []
     for slice_ in (*plan.create, *plan.update):
         annotations = slice_["metadata"].setdefault("annotations", {})
         if trigger_time:
-            annotations[ANNOTATION_TRIGGER_TIME] = trigger_time
+            annotations[triggertime.ANNOTATION_TRIGGER_TIME] = trigger_time
         else:
-            annotations.pop(ANNOTATION_TRIGGER_TIME, None)
+            annotations.pop(triggertime.ANNOTATION_TRIGGER_TIME, None)
         if not annotations:
             del slice_["metadata"]["annotations"]
     return SlicePlan(
@@ -561,11 +377,11 @@ def _reconcile_address_type(
             # Left behind by an earlier Service of the same name.
             groups.delete.append(slice_)
 
-    publish = publishes_not_ready(service)
+    publish = endpointrules.publishes_not_ready(service)
     desired_ports: dict[PortKey, list[Obj]] = {}
     desired: dict[PortKey, dict[EndpointKey, Obj]] = {}
     for pod in pods:
-        if not should_pod_be_in_endpoints(pod, include_terminating=True):
+        if not endpointrules.should_pod_be_in_endpoints(pod, include_terminating=True):
             continue
         ports = endpoint_ports(service, pod)
         key = port_key(ports)

@@ -1,4 +1,4 @@
-"""What the workload controllers share: running workers, cache indexes, keys.
+"""What the controllers share: running workers, cache indexes, keys, lagging caches.
 
 Each controller is built the same way (client-go's shape): informer handlers
 only enqueue keys; `run(workers)` waits until every informer it reads has
@@ -7,12 +7,18 @@ runs `workers` loops of get → sync → done over one WorkQueue, a failing key
 being retried with backoff (`client.workqueue.process`). The informers are
 shared and run by whoever built them (the controller-manager), not by the
 controllers.
+
+A cache lags behind the controller's own writes. A controller that
+remembers the resourceVersions it wrote (`resource_version`) can tell when
+a sync would read an older copy; `CacheWait` then holds the key back until
+the informer delivers the write, rather than act on the stale copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 
 from switchboard.api.kinds import Obj
@@ -20,7 +26,11 @@ from switchboard.client import informer, workqueue
 from switchboard.client.informer import Informer
 from switchboard.controllers import podtemplate
 
+log = logging.getLogger(__name__)
+
 CONTROLLER_UID_INDEX = "controller-uid"
+# A key held back for a lagging cache is synced after this long even if its write never shows.
+STALE_CACHE_DELAY = 0.5
 
 
 def controller_uid_index(obj: Obj) -> Iterable[str]:
@@ -45,6 +55,41 @@ def same_resource_version(old: Obj, new: Obj) -> bool:
     """Whether an update event is a relist echo rather than a change."""
     rv = (new.get("metadata") or {}).get("resourceVersion")
     return bool(rv) and rv == (old.get("metadata") or {}).get("resourceVersion")
+
+
+def resource_version(obj: Obj | None) -> int | None:
+    """An object's resourceVersion as a number, None where it is not one.
+
+    Clients may only compare resourceVersions for equality; Switchboard's (and etcd's)
+    are counters, and only where they are does ordering them spot a lagging cache.
+    """
+    text = str((obj.get("metadata") or {}).get("resourceVersion") or "") if obj else ""
+    return int(text) if text.isdigit() else None
+
+
+class CacheWait:
+    """The keys whose last sync found the cache behind the controller's own writes."""
+
+    def __init__(self, queue: workqueue.WorkQueue, delay: float = STALE_CACHE_DELAY) -> None:
+        self._queue = queue
+        self._delay = delay
+        self._keys: set[str] = set()
+
+    def wait(self, key: str) -> None:
+        """Sync `key` again once its write arrives (`arrived`), or after the delay."""
+        log.debug("%s: cache behind our writes for %s; waiting", self._queue.name, key)
+        self._keys.add(key)
+        self._queue.add_after(key, self._delay)
+
+    def arrived(self, key: str) -> None:
+        """An informer event showed a write of ours: a sync held back for it may go ahead."""
+        if key in self._keys:
+            self._keys.discard(key)
+            self._queue.add(key)
+
+    def done(self, key: str) -> None:
+        """The cache was current for this sync of `key`."""
+        self._keys.discard(key)
 
 
 async def run_workers(
