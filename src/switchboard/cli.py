@@ -77,11 +77,12 @@ def _agent(args: argparse.Namespace) -> int:
     if not args.no_dns:
         dns = nodeparts.DnsOptions(
             kubeconfig=Path(args.kubeconfig),
-            node_name=args.node_name,
-            node_ip=args.node_ip,
+            listen=((args.node_ip, 53),),
             netns=args.netns,
-            cluster_cidr=args.cluster_cidr,
-            allowed_cidrs=tuple(args.dns_allow),
+            node_name=args.node_name,
+            allowed_cidrs=nodeparts.node_dns_clients(
+                args.cluster_cidr, args.node_ip, args.dns_allow
+            ),
             service_ip=args.dns_service_ip,
             upstreams=tuple((host, 53) for host in _nameservers(args.dns_upstreams_from)),
         )
@@ -98,6 +99,62 @@ def _agent(args: argparse.Namespace) -> int:
         kubelet_api=nodeparts.kubelet_api(args.node_ip, args.api_port, args.netns),
         companions=companions,
     )
+
+
+def _dns(args: argparse.Namespace) -> int:
+    from switchboard.dns import main as dns_main
+
+    if not (args.node_name or args.netns):
+        return dns_main.command(args)
+    from switchboard import nodeparts
+    from switchboard.dns import server as dns_server
+
+    upstreams = dns_main.upstream_addresses(args)
+    if args.netns and upstreams:
+        # Forwarding leaves from this process's own namespace, not the node's.
+        print(
+            "switchboard dns: forwarding to upstreams is not supported with --netns yet; "
+            "drop --upstream and --upstreams-from",
+            file=sys.stderr,
+        )
+        return 2
+    if args.node_name and not args.listen:
+        print(
+            "switchboard dns: --node-name publishes the first --listen address; give --listen",
+            file=sys.stderr,
+        )
+        return 2
+    return nodeparts.serve_dns(
+        nodeparts.DnsOptions(
+            kubeconfig=Path(args.kubeconfig),
+            listen=tuple(dns_main.listen_addresses(args)),
+            netns=args.netns,
+            node_name=args.node_name or "",
+            allowed_cidrs=tuple(args.allow or dns_server.DEFAULT_ALLOWED),
+            upstreams=tuple(upstreams),
+            service_ip=args.service_ip,
+            zone=args.zone,
+            rate=args.rate,
+            burst=args.burst,
+        )
+    )
+
+
+def _add_node_dns_options(dns: argparse.ArgumentParser) -> None:
+    """`switchboard dns` for a node: served by `nodeparts`, which the dns package may not import."""
+    dns.add_argument(
+        "--node-name",
+        default=None,
+        help="publish the first --listen address as this node's endpoint of kube-system/kube-dns "
+        "while serving, and withdraw it on SIGTERM",
+    )
+    dns.add_argument("--netns", default=None, help="network namespace to listen in (the node's)")
+    dns.add_argument(
+        "--service-ip",
+        default="10.96.0.10",
+        help="with --node-name: ClusterIP of kube-system/kube-dns, created if missing",
+    )
+    dns.set_defaults(func=_dns)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -194,7 +251,7 @@ def parser() -> argparse.ArgumentParser:
     from switchboard.dns import main as dns_main
 
     lab.add_commands(sub)
-    dns_main.add_command(sub)
+    _add_node_dns_options(dns_main.add_command(sub))
     return p
 
 

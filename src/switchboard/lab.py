@@ -11,15 +11,22 @@ the cluster as child processes, each logging to `DIR/logs/`::
                             --kubeconfig DIR/apiserver/kubeconfig
                             --cluster-cidr 10.244.0.0/16 --node-cidr-mask-size 24
                             --no-leader-elect
+    dns (per node)      python -m switchboard.cli dns --kubeconfig DIR/apiserver/kubeconfig
+                            --node-name node-I --netns PREFIX-node-I --listen ADDRESS:53
+                            --allow 10.244.0.0/16 --allow SUBNET --allow 127.0.0.0/8
+                            --service-ip 10.96.0.10
     agent (per node)    python -m switchboard.cli agent --kubeconfig DIR/apiserver/kubeconfig
                             --node-name node-I --node-ip ADDRESS --netns PREFIX-node-I
-                            --data-dir DIR/nodes/node-I
+                            --data-dir DIR/nodes/node-I --no-dns --cluster-dns 10.96.0.10
 
 The apiserver stays on loopback (off loopback it would need TLS and
-authentication, which it does not have yet). The agents therefore run in
-the host namespace, where 127.0.0.1 is the apiserver, and do their node's
-work — pods, rules, DNS — inside the node's namespace, which `--netns`
-names. Nothing of the cluster's own traffic needs the host namespace.
+authentication, which it does not have yet). The agents and the DNS
+servers therefore run in the host namespace, where 127.0.0.1 is the
+apiserver, and do their node's work — pods, rules, answering names —
+inside the node's namespace, which `--netns` names. Nothing of the
+cluster's own traffic needs the host namespace. A node's DNS is a process
+of its own, not part of its agent, so that it goes on answering while the
+agent restarts; it publishes itself as the node's endpoint of kube-dns.
 
 Once the controller-manager has given every Node a podCIDR, `up` routes
 each node's podCIDR via that node's address in every other node's
@@ -71,6 +78,7 @@ APISERVER_TIMEOUT = 30.0
 ROUTE_RESYNC = 5.0  # seconds between checks of podCIDRs while in the foreground
 POD_CIDR = "10.244.0.0/16"  # cut into a /24 per node by the controller-manager
 SERVICE_CIDR = labnet.SERVICE_CIDR
+DNS_SERVICE_IP = "10.96.0.10"  # kube-system/kube-dns, the pods' nameserver
 # The lab subnet must not overlap the cluster's own ranges.
 CLUSTER_RANGES = (ipaddress.IPv4Network(POD_CIDR), ipaddress.IPv4Network(SERVICE_CIDR))
 _T = TypeVar("_T")
@@ -87,6 +95,8 @@ class Commands(Protocol):
     def apiserver(self, data_dir: Path) -> list[str]: ...
 
     def controller_manager(self, kubeconfig: Path) -> list[str]: ...
+
+    def dns(self, kubeconfig: Path, node: labnet.Node) -> list[str]: ...
 
     def agent(self, kubeconfig: Path, node: labnet.Node, data_dir: Path) -> list[str]: ...
 
@@ -126,6 +136,28 @@ class SwitchboardCommands:
             "--no-leader-elect",
         )
 
+    def dns(self, kubeconfig: Path, node: labnet.Node) -> list[str]:
+        return self._cli(
+            "dns",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--node-name",
+            node.name,
+            "--netns",
+            node.netns,
+            "--listen",
+            f"{node.ip}:53",
+            "--allow",
+            POD_CIDR,
+            # The nodes' own /24: processes on any node may ask any node's DNS.
+            "--allow",
+            str(ipaddress.ip_network(f"{node.ip}/24", strict=False)),
+            "--allow",
+            "127.0.0.0/8",
+            "--service-ip",
+            DNS_SERVICE_IP,
+        )
+
     def agent(self, kubeconfig: Path, node: labnet.Node, data_dir: Path) -> list[str]:
         return self._cli(
             "agent",
@@ -139,9 +171,10 @@ class SwitchboardCommands:
             node.netns,
             "--data-dir",
             str(data_dir),
-            # The nodes' own /24: processes on any node may ask any node's DNS.
-            "--dns-allow",
-            str(ipaddress.ip_network(f"{node.ip}/24", strict=False)),
+            # The node's DNS is a process of its own (`dns` above); pods still ask it.
+            "--no-dns",
+            "--cluster-dns",
+            DNS_SERVICE_IP,
         )
 
 
@@ -284,6 +317,8 @@ class _Lab:
         self._spawn("apiserver", self.commands.apiserver(self.apiserver_dir))
         await self._wait_for_apiserver(min(deadline, time.monotonic() + APISERVER_TIMEOUT))
         self._spawn("controller-manager", self.commands.controller_manager(self.kubeconfig))
+        for node in layout.nodes:  # before the agents, so that the first pods find it
+            self._spawn(f"dns {node.name}", self.commands.dns(self.kubeconfig, node))
         for node in layout.nodes:
             node_dir = self.data_dir / "nodes" / node.name
             node_dir.mkdir(parents=True, exist_ok=True)

@@ -14,9 +14,11 @@ never one that reused the pid after a crash or a reboot.
 2. the agents' descendants are noted — the pods, which agents leave
    running for the next agent to adopt — with the network namespaces they
    are in, whatever the agent called those;
-3. the agents, then the controller-manager, then the apiserver get SIGTERM
-   (to their process group: each leads a session of its own), and SIGKILL
-   after `STOP_TIMEOUT`;
+3. the agents, then the nodes' DNS servers (which withdraw their kube-dns
+   endpoints while the apiserver still answers), then the
+   controller-manager, then the apiserver get SIGTERM (to their process
+   group: each leads a session of its own), and SIGKILL after
+   `STOP_TIMEOUT`;
 4. the pods noted, and any process still inside a namespace with the lab's
    prefix, are ended the same way;
 5. `labnet.destroy` removes the host link and the namespaces, then
@@ -54,7 +56,7 @@ _STATE_VERSION = 1
 class Process:
     """A process the lab started, recorded so `down` ends it and only it."""
 
-    role: str  # "apiserver", "controller-manager", "agent node-1", "up"
+    role: str  # "apiserver", "controller-manager", "dns node-1", "agent node-1", "up"
     pid: int
     start_time: int  # /proc/<pid>/stat field 22: with the pid, names one process for ever
     argv: tuple[str, ...]
@@ -166,12 +168,14 @@ def teardown(
             os.kill(supervisor.pid, signal.SIGTERM)
             _wait_gone([supervisor], SUPERVISOR_TIMEOUT)
         agents = [p for p in state.processes if p.role.startswith("agent")]
-        others = [p for p in state.processes if not p.role.startswith("agent")]
+        dns = [p for p in state.processes if p.role.startswith("dns ")]
+        others = [p for p in state.processes if p not in agents and p not in dns]
         # Agents leave their pods running (for the next agent to adopt): note them
         # and their network namespaces, whatever those are called, before the agents go.
         pods = descendants(agents)
         pod_namespaces = namespaces_of(pods)
         stop(agents)
+        stop(dns)  # together: each drains for a moment after withdrawing its endpoint
         for process in reversed(others):  # the controller-manager, then the apiserver
             stop([process])
         stop_pids(p.pid for p in pods if p.alive())

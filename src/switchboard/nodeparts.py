@@ -6,8 +6,12 @@ started beside it with the node's facts. The node's DNS listens on the
 node's address inside the node's namespace and publishes itself as an
 endpoint of `kube-system/kube-dns` (an EndpointSlice per node), so pods that
 ask the kube-dns ClusterIP reach a node's DNS through the proxy.
-`switchboard agent --proxy-only` runs the proxy alone against any
-Kubernetes API, as a replacement for kube-proxy.
+
+Two parts can also run alone: `switchboard agent --proxy-only` runs the
+proxy against any Kubernetes API, as a replacement for kube-proxy, and
+`switchboard dns --node-name N --netns NS` runs a node's DNS as a process
+of its own (`serve_dns`), as the lab does, so that the node's DNS keeps
+answering while its agent restarts; the agent then runs with `--no-dns`.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,12 +33,17 @@ from switchboard.agent import kubeletapi, runtime
 from switchboard.api import kinds
 from switchboard.client import errors, rest
 from switchboard.dns import main as dns_main
+from switchboard.dns import records as dns_records
+from switchboard.dns import server as dns_server
 from switchboard.proxy import conntrack as ct
 from switchboard.proxy import dataplane, nft, proxier, ruleset
 
 log = logging.getLogger(__name__)
 
 DNS_SERVICE = ("kube-system", "kube-dns")
+# Seconds a node's DNS keeps answering after it withdrew its endpoint on a clean stop:
+# the time every node's proxy needs to stop sending it queries (CoreDNS's lameduck).
+DNS_DRAIN = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,39 +150,52 @@ def netns_socket_factory(netns: str) -> Callable[[int, int], socket.socket]:
 
 @dataclass(frozen=True, slots=True)
 class DnsOptions:
+    """A cluster DNS server; with a `node_name`, that node's endpoint of kube-system/kube-dns."""
+
     kubeconfig: Path
-    node_name: str
-    node_ip: str
-    netns: str | None
-    cluster_cidr: str = "10.244.0.0/16"
+    listen: tuple[tuple[str, int], ...]
+    netns: str | None = None  # where the listening sockets live; None: this process's own
+    node_name: str = ""  # publishes listen[0] as this node's kube-dns endpoint; "": nothing
+    allowed_cidrs: tuple[str, ...] = dns_server.DEFAULT_ALLOWED
     upstreams: tuple[tuple[str, int], ...] = ()
-    allowed_cidrs: tuple[str, ...] = ()  # besides the pods, this node and loopback
     service_ip: str = "10.96.0.10"  # kube-dns's ClusterIP; "" leaves the Service alone
-    port: int = 53
+    zone: str = dns_records.DEFAULT_ZONE
+    rate: float = dns_server.DEFAULT_RATE
+    burst: float = dns_server.DEFAULT_BURST
 
 
-def _dns_slice(options: DnsOptions) -> dict[str, object]:
+def node_dns_clients(cluster_cidr: str, node_ip: str, extra: Sequence[str]) -> tuple[str, ...]:
+    """Who a node's DNS answers: the cluster's pods, the node itself, loopback, and `extra`."""
+    return tuple(c for c in (cluster_cidr, f"{node_ip}/32", "127.0.0.0/8", *extra) if c)
+
+
+def _dns_slice_name(node_name: str) -> str:
+    return f"{DNS_SERVICE[1]}-{node_name}"
+
+
+def _dns_slice(node_name: str, address: tuple[str, int]) -> dict[str, object]:
     namespace, service = DNS_SERVICE
+    host, port = address
     return {
         "metadata": {
-            "name": f"{service}-{options.node_name}",
+            "name": _dns_slice_name(node_name),
             "namespace": namespace,
             "labels": {
                 "kubernetes.io/service-name": service,
-                "endpointslice.kubernetes.io/managed-by": "switchboard-agent",
+                "endpointslice.kubernetes.io/managed-by": "switchboard-dns",
             },
         },
-        "addressType": "IPv6" if ":" in options.node_ip else "IPv4",
+        "addressType": "IPv6" if ":" in host else "IPv4",
         "endpoints": [
             {
-                "addresses": [options.node_ip],
+                "addresses": [host],
                 "conditions": {"ready": True, "serving": True, "terminating": False},
-                "nodeName": options.node_name,
+                "nodeName": node_name,
             }
         ],
         "ports": [
-            {"name": "dns", "port": options.port, "protocol": "UDP"},
-            {"name": "dns-tcp", "port": options.port, "protocol": "TCP"},
+            {"name": "dns", "port": port, "protocol": "UDP"},
+            {"name": "dns-tcp", "port": port, "protocol": "TCP"},
         ],
     }
 
@@ -207,7 +230,7 @@ async def _ensure_dns_service(client: rest.Client, address: str) -> None:
 
 
 async def _publish_dns_endpoint(client: rest.Client, options: DnsOptions) -> None:
-    body = _dns_slice(options)
+    body = _dns_slice(options.node_name, options.listen[0])
     namespace = DNS_SERVICE[0]
     try:
         await client.create(kinds.ENDPOINTSLICES, namespace, body)
@@ -217,52 +240,72 @@ async def _publish_dns_endpoint(client: rest.Client, options: DnsOptions) -> Non
         await client.update(kinds.ENDPOINTSLICES, current)
 
 
+async def _publish_until_done(client: rest.Client, options: DnsOptions) -> None:
+    """Create kube-dns if asked and publish this node's endpoint, waiting out an API away."""
+    delay = 0.5
+    while True:
+        try:
+            if options.service_ip:
+                await _ensure_dns_service(client, options.service_ip)
+            await _publish_dns_endpoint(client, options)
+            return
+        except (errors.TransportError, errors.Conflict) as exc:
+            log.warning("dns: cannot publish the endpoint yet (%s); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
 async def run_dns(options: DnsOptions) -> None:
-    """The node's cluster DNS, until cancelled; its endpoint is withdrawn when it stops."""
-    client = rest.Client.from_kubeconfig(options.kubeconfig)
-    published = asyncio.Event()
+    """A cluster DNS server until cancelled; a node's endpoint is published while it serves.
 
-    def listening(_: list[tuple[str, int]]) -> None:
-        published.set()
-
-    allowed = tuple(
-        c
-        for c in (
-            options.cluster_cidr,
-            f"{options.node_ip}/32",
-            "127.0.0.0/8",
-            *options.allowed_cidrs,
-        )
-        if c
-    )
+    The endpoint goes up once the server listens and its zone holds the
+    API's Services, so it never answers SERVFAIL for one. On a clean stop it
+    is withdrawn first and the server answers for `DNS_DRAIN` seconds more,
+    while every node's proxy lets go of it; a killed server leaves it ready.
+    """
+    ready = asyncio.Event()
     server = asyncio.ensure_future(
         dns_main.run(
             options.kubeconfig,
-            [(options.node_ip, options.port)],
-            upstreams=options.upstreams,
-            allowed_cidrs=allowed,
-            on_listening=listening,
+            options.listen,
+            options.zone,
+            options.upstreams,
+            options.allowed_cidrs,
+            rate=options.rate,
+            burst=options.burst,
+            on_synced=ready.set,
             make_socket=netns_socket_factory(options.netns) if options.netns else None,
         )
     )
+    client = rest.Client.from_kubeconfig(options.kubeconfig) if options.node_name else None
+    published = False
+    waiter = asyncio.ensure_future(ready.wait())
     try:
-        waiter = asyncio.ensure_future(published.wait())
         await asyncio.wait({server, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        waiter.cancel()
-        if server.done():
-            server.result()
-        if options.service_ip:
-            await _ensure_dns_service(client, options.service_ip)
-        await _publish_dns_endpoint(client, options)
-        await server
+        if client is not None and not server.done():
+            await _publish_until_done(client, options)
+            published = True
+        # Waited on, not awaited: a cancellation here must leave the server answering
+        # until its endpoint is withdrawn.
+        await asyncio.wait({server})
+        server.result()
     finally:
+        waiter.cancel()
+        if client is not None:
+            with contextlib.suppress(errors.ClientError, TimeoutError):
+                await asyncio.wait_for(
+                    client.delete(
+                        kinds.ENDPOINTSLICES, DNS_SERVICE[0], _dns_slice_name(options.node_name)
+                    ),
+                    5,
+                )
+            await client.close()
+            if published and not server.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(DNS_DRAIN)
         server.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await server
-        with contextlib.suppress(errors.ClientError, TimeoutError):
-            name = f"{DNS_SERVICE[1]}-{options.node_name}"
-            await asyncio.wait_for(client.delete(kinds.ENDPOINTSLICES, DNS_SERVICE[0], name), 5)
-        await client.close()
 
 
 def dns_companion(options: DnsOptions) -> Callable[[str], Awaitable[None]]:
@@ -270,3 +313,48 @@ def dns_companion(options: DnsOptions) -> Callable[[str], Awaitable[None]]:
         await run_dns(options)
 
     return companion
+
+
+def serve_dns(options: DnsOptions) -> int:
+    """Run `run_dns` until SIGTERM or SIGINT (`switchboard dns`); the process's exit code."""
+    try:
+        _run_until_signalled(lambda: run_dns(options))
+    except OSError as exc:
+        where = ", ".join(f"{host}:{port}" for host, port in options.listen)
+        inside = f" in network namespace {options.netns}" if options.netns else ""
+        log.error("dns: cannot serve on %s%s: %s", where, inside, exc)
+        return 1
+    return 0
+
+
+def _run_until_signalled(main: Callable[[], Awaitable[None]]) -> None:
+    """Run `main()` on a new event loop until it ends or SIGTERM or SIGINT cancels it.
+
+    Plain `signal.signal` handlers, not the loop's `add_signal_handler`:
+    pyroute2 forks short-lived helpers, and a forked child shares the loop's
+    signal wakeup socket, so the loop would take a helper's SIGTERM for its
+    own. The handlers check whose signal it is.
+    """
+
+    async def supervised() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        owner = os.getpid()
+
+        def on_signal(signum: int, _: object) -> None:
+            if os.getpid() != owner:  # a forked helper that inherited this handler
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+                return
+            loop.call_soon_threadsafe(task.cancel)
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await main()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    asyncio.run(supervised())

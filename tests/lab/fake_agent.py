@@ -61,7 +61,8 @@ def main() -> int:
     parser.add_argument("--node-ip")
     parser.add_argument("--netns")
     parser.add_argument("--data-dir")
-    parser.add_argument("--dns-allow", action="append", default=[])
+    parser.add_argument("--no-dns", action="store_true")
+    parser.add_argument("--cluster-dns", action="append", default=[])
     args = parser.parse_args()
     if args.role == "fail":
         print("fake component failing on purpose", file=sys.stderr)

@@ -94,8 +94,8 @@ spec:
       args: ["pause"]
 """
 # Runs in the looper pod: 60 requests to web's ClusterIP, 0.1 s apart, one line each.
-# The address, not the name: the node's DNS runs in the agent's process and is down
-# while the agent restarts; this test is about the data plane.
+# The address, not the name: this test is about the data plane (going by name through
+# an agent restart is test_dns_survives_agent_restart.py's).
 HTTP_LOOP = (
     "for i in $(seq 60); do"
     " curl -s -m 2 http://{ip}/hostname || echo FAIL-curl-exit-$?; echo; sleep 0.1;"

@@ -9,15 +9,17 @@ runs `teardown` afterwards and fails the test if anything of the lab is
 left, passed or failed.
 
 The network tests call `labnet` directly. `up` is tested in-process with
-the real apiserver and controller-manager and a stand-in agent
-(`fake_agent.py`); the test of the real `switchboard up` command runs
-once `switchboard up` and `switchboard agent` are on the command line.
+the real apiserver, controller-manager and nodes' DNS servers and a
+stand-in agent (`fake_agent.py`); the test of the real `switchboard up`
+command runs once `switchboard up` and `switchboard agent` are on the
+command line.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import io
 import os
 import shutil
@@ -27,10 +29,14 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
 import pytest
 import yaml
 from pyroute2 import IPRoute
@@ -346,7 +352,7 @@ def test_down_where_there_is_no_lab_says_so(lab_dir: Path) -> None:
 
 @dataclass(frozen=True)
 class FakeCommands:
-    """The real apiserver and controller-manager; a stand-in agent (or a failing one)."""
+    """The real apiserver, controller-manager and DNS; a stand-in agent (or a failing one)."""
 
     failing_agent: bool = False
 
@@ -355,6 +361,9 @@ class FakeCommands:
 
     def controller_manager(self, kubeconfig: Path) -> list[str]:
         return lab.SwitchboardCommands().controller_manager(kubeconfig)
+
+    def dns(self, kubeconfig: Path, node: labnet.Node) -> list[str]:
+        return lab.SwitchboardCommands().dns(kubeconfig, node)
 
     def agent(self, kubeconfig: Path, node: labnet.Node, data_dir: Path) -> list[str]:
         real = lab.SwitchboardCommands().agent(kubeconfig, node, data_dir)
@@ -399,6 +408,8 @@ def test_up_makes_a_ready_lab_that_kubectl_sees_and_down_removes_it(lab_dir: Pat
     assert [p.role for p in state.processes] == [
         "apiserver",
         "controller-manager",
+        "dns node-1",
+        "dns node-2",
         "agent node-1",
         "agent node-2",
     ]
@@ -445,6 +456,85 @@ def test_down_cleans_up_after_every_process_of_the_lab_was_killed(lab_dir: Path)
 
     assert lab.down(lab_dir, out=io.StringIO()) == 0
     assert labnet.leftovers(state.layout.prefix) == []
+
+
+def kube_dns_endpoints(data_dir: Path) -> dict[str, list[str]]:
+    """kube-system/kube-dns's EndpointSlices: name → ready addresses."""
+
+    async def read() -> dict[str, list[str]]:
+        async with rest.Client.from_kubeconfig(data_dir / labstate.KUBECONFIG) as client:
+            items, _ = await client.list_all(
+                kinds.ENDPOINTSLICES,
+                "kube-system",
+                label_selector="kubernetes.io/service-name=kube-dns",
+            )
+        return {
+            str(s["metadata"]["name"]): [
+                a
+                for e in s.get("endpoints") or []
+                if (e.get("conditions") or {}).get("ready")
+                for a in e["addresses"]
+            ]
+            for s in items
+        }
+
+    return asyncio.run(read())
+
+
+def resolve(server: str, name: str) -> list[str]:
+    """The A records `server`:53 answers for `name`, asked from this namespace; [] for none."""
+    try:
+        reply = dns.query.udp(dns.message.make_query(name, "A"), server, timeout=1)
+    except (dns.exception.Timeout, OSError):
+        return []
+    return sorted(
+        rd.to_text() for rrset in reply.answer if rrset.rdtype == dns.rdatatype.A for rd in rrset
+    )
+
+
+def answers(server: str, name: str, address: str) -> bool:
+    return resolve(server, name) == [address]
+
+
+def eventually(what: str, check: Callable[[], bool], within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, f"{what} within {within:.0f}s"
+        time.sleep(0.2)
+
+
+def test_each_nodes_dns_is_a_process_that_answers_and_withdraws_its_endpoint_when_stopped(
+    lab_dir: Path,
+) -> None:
+    out = io.StringIO()
+    assert lab.up(2, lab_dir, detach=True, timeout=60, commands=FakeCommands(), out=out) == 0
+    state = labstate.State.load(lab_dir.resolve())
+    assert state is not None and state.layout is not None
+    n1, n2 = state.layout.nodes
+    # Through the lab link, to each node's address, as the lab allows its own subnet to ask.
+    for address in (n1.ip, n2.ip):
+        eventually(
+            f"the DNS on {address} answered for the kubernetes Service",
+            functools.partial(
+                answers, address, "kubernetes.default.svc.cluster.local", "10.96.0.1"
+            ),
+        )
+    eventually(
+        "each node's DNS published itself as an endpoint of kube-dns",
+        lambda: (
+            kube_dns_endpoints(lab_dir) == {"kube-dns-node-1": [n1.ip], "kube-dns-node-2": [n2.ip]}
+        ),
+    )
+    assert resolve(n1.ip, "kube-dns.kube-system.svc.cluster.local") == [lab.DNS_SERVICE_IP]
+
+    [dns_2] = [p for p in state.processes if p.role == "dns node-2"]
+    labstate.stop([dns_2])
+    assert kube_dns_endpoints(lab_dir) == {"kube-dns-node-1": [n1.ip]}
+    assert resolve(n2.ip, "kubernetes.default.svc.cluster.local") == []
+    assert resolve(n1.ip, "kubernetes.default.svc.cluster.local") == ["10.96.0.1"]
+
+    assert lab.down(lab_dir, out=io.StringIO()) == 0
+    assert not any(p.alive() for p in state.processes)
 
 
 def test_up_removes_everything_when_a_component_fails(lab_dir: Path) -> None:

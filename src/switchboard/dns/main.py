@@ -7,9 +7,13 @@
 `run` wires the three parts together: a `records.Zone`, the `server.Server`
 listening on every address (it starts answering at once, SERVFAIL for the
 zone until the informers have synced), and the `watch.ZoneFeeder` that keeps
-the zone current. The agent calls `run` for its node with the node's DNS
-address, the pod CIDR and node addresses as allowed clients, and the node's
-own resolvers as upstreams; `add_command` gives the same to the command line.
+the zone current. A node's DNS is `run` with the node's DNS address, the pod
+CIDR and node addresses as allowed clients, and the node's own resolvers as
+upstreams, either inside the agent's process or as a process of its own.
+`add_command` gives the server's options to the command line; the command
+line adds a node's (its name, its network namespace), which the node wiring
+above this package serves: it listens inside the namespace and publishes
+the server as the node's endpoint of kube-system/kube-dns.
 """
 
 from __future__ import annotations
@@ -40,9 +44,15 @@ async def run(
     rate: float = server.DEFAULT_RATE,
     burst: float = server.DEFAULT_BURST,
     on_listening: Callable[[list[tuple[str, int]]], None] | None = None,
+    on_synced: Callable[[], None] | None = None,
     make_socket: server.SocketFactory | None = None,
 ) -> None:
-    """Serve the cluster zone on `listen` until cancelled."""
+    """Serve the cluster zone on `listen` until cancelled.
+
+    `on_listening` is called with the bound addresses once the sockets are
+    open, `on_synced` once the zone holds every Service (from then on the
+    answers are the API's, not SERVFAIL).
+    """
     client = rest.Client.from_kubeconfig(kubeconfig)
     index = records.Zone(zone)
     options = server.Options(
@@ -66,7 +76,7 @@ async def run(
         )
         if on_listening is not None:
             on_listening(bound)
-        await watch.ZoneFeeder(client, index).run()
+        await watch.ZoneFeeder(client, index, on_synced).run()
     finally:
         await dns_server.close()
         await client.close()
@@ -93,8 +103,10 @@ def parse_address(text: str, default_port: int) -> tuple[str, int]:
     return host, number
 
 
-def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `dns` to the `switchboard` command line."""
+def add_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
+    """Add `dns` to the `switchboard` command line; its parser, for the node's options."""
     p = subparsers.add_parser("dns", help="run the cluster DNS server for a node's pods")
     p.add_argument("--kubeconfig", required=True, help="kubeconfig of the API server to watch")
     p.add_argument(
@@ -128,7 +140,8 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "--rate", type=float, default=server.DEFAULT_RATE, help="UDP answers/s per client"
     )
     p.add_argument("--burst", type=float, default=server.DEFAULT_BURST)
-    p.set_defaults(func=_command)
+    p.set_defaults(func=command)
+    return p
 
 
 def _cidr(text: str) -> str:
@@ -150,14 +163,27 @@ def _upstream(text: str) -> tuple[str, int]:
     return host, port
 
 
-def _command(args: argparse.Namespace) -> int:
+def listen_addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The (address, port) pairs the command line asks to answer on."""
     listen: list[tuple[str, int]] = args.listen or [DEFAULT_LISTEN]
+    return listen
+
+
+def upstream_addresses(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """The resolvers the command line names: --upstream, then --upstreams-from's, not our own."""
     upstreams: list[tuple[str, int]] = list(args.upstream)
     if args.upstreams_from:
-        own = {host for host, _ in listen}
+        own = {host for host, _ in listen_addresses(args)}
         for address in resolvconf.nameservers(Path(args.upstreams_from).read_text()):
             if address not in own:
                 upstreams.append((address, 53))
+    return upstreams
+
+
+def command(args: argparse.Namespace) -> int:
+    """`switchboard dns` as this package alone serves it: until SIGINT, no endpoint published."""
+    listen = listen_addresses(args)
+    upstreams = upstream_addresses(args)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(
             run(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from switchboard.api import kinds
 from switchboard.api.kinds import Obj
@@ -30,8 +31,14 @@ log = logging.getLogger(__name__)
 class ZoneFeeder:
     """Keeps one `records.Zone` equal to the API's Services and EndpointSlices."""
 
-    def __init__(self, client: rest.Client, zone: records.Zone) -> None:
+    def __init__(
+        self,
+        client: rest.Client,
+        zone: records.Zone,
+        on_synced: Callable[[], None] | None = None,
+    ) -> None:
         self.zone = zone
+        self._on_synced = on_synced
         self.services = informer.Informer(client, kinds.SERVICES)
         self.slices = informer.Informer(client, kinds.ENDPOINTSLICES)
         self.services.add_handlers(
@@ -56,6 +63,8 @@ class ZoneFeeder:
                 len(self.services),
                 len(self.slices),
             )
+            if self._on_synced is not None:
+                self._on_synced()
             await asyncio.gather(*tasks)
         finally:
             for task in tasks:
