@@ -9,7 +9,7 @@ commands to a model of the table and comparing with a full sync.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -618,6 +618,60 @@ def test_a_state_built_afresh_traces_like_the_one_updated_step_by_step(
             )
 
 
+def test_elements_are_written_in_bulk_and_read_back_as_pairs() -> None:
+    command = ruleset.AddElements.of("m", [("10.96.0.1 . 80 . 0", "10.244.1.2 . 8080")])
+    assert command.body == "10.96.0.1 . 80 . 0 : 10.244.1.2 . 8080"
+    assert command.items == (("10.96.0.1 . 80 . 0", "10.244.1.2 . 8080"),)
+    assert ruleset.AddElements.of("s", [("a", None), ("b", None)]).items == (
+        ("a", None),
+        ("b", None),
+    )
+
+
+def applied_in_pieces(sync: ruleset.FullSync) -> Table:
+    table = Table()
+    for piece in sync.scripts():
+        table.apply(piece)  # asserts every reference resolves after each piece
+    return table
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(infos, endpoint_lists), max_size=8), st.integers(1, 3))
+def test_a_full_sync_made_in_pieces_leaves_the_table_and_state_of_one_made_whole(
+    ports: list[tuple[model.ServicePortInfo, list[model.Endpoint]]], batch: int
+) -> None:
+    services = {info.name: (info, endpoints) for info, endpoints in ports}
+    whole = ruleset.ProxyState.build(CONFIG, services)
+    sync = ruleset.FullSync(CONFIG, services, batch=batch)
+    assert applied_in_pieces(sync) == table_of(whole)
+    assert sync.state.elements() == whole.elements()
+    assert sync.state.dispatches() == whole.dispatches()
+    assert not ruleset.diff(whole, sync.state)
+
+
+def test_a_frontend_won_by_a_later_port_replaces_the_elements_written_first() -> None:
+    b = service("b", cluster_ip="10.96.0.11", external_ips=("198.51.100.7",))
+    a = service("a", cluster_ip="10.96.0.10", external_ips=("198.51.100.7",))
+    services = {b.name: (b, [ep("10.244.1.4")]), a.name: (a, [ep("10.244.1.3"), ep("10.244.1.5")])}
+    sync = ruleset.FullSync(CONFIG, services, batch=1)
+    pieces = [str(piece) for piece in sync.scripts()]
+    assert "delete element ip switchboard service-ips { 198.51.100.7 . tcp . 80 }" in pieces[-1]
+    assert applied_in_pieces(sync) == table_of(ruleset.ProxyState.build(CONFIG, services))
+    assert tracer(sync.state).trace(OUTSIDE, "198.51.100.7", 80).endpoint in {
+        ("10.244.1.3", 8080),
+        ("10.244.1.5", 8080),
+    }
+
+
+def test_a_full_sync_in_pieces_starts_by_replacing_the_table() -> None:
+    first = next(iter(ruleset.FullSync(CONFIG, {port_name(): (service(), [ep("10.244.1.3")])})))
+    assert first.splitlines()[:3] == [
+        "add table ip switchboard",
+        "delete table ip switchboard",
+        "add table ip switchboard",
+    ]
+
+
 # -- input checks ---------------------------------------------------------------------------
 
 
@@ -664,6 +718,13 @@ class FakeBackend:
         pass
 
 
+class StreamingFakeBackend(FakeBackend):
+    """Takes a full sync in pieces, as `nft.LibNftables` does."""
+
+    def apply_stream(self, pieces: Iterable[str]) -> None:
+        self.apply("".join(pieces))
+
+
 def desired(
     *ports: tuple[model.ServicePortInfo, list[model.Endpoint]],
 ) -> Mapping[model.ServicePortName, ruleset.Desired]:
@@ -703,3 +764,35 @@ def test_when_the_full_fallback_fails_too_the_error_is_raised_and_the_state_forg
     assert plane.state is None
     with pytest.raises(RuntimeError, match="sync"):
         plane.update({})
+
+
+def test_a_backend_that_reads_pieces_gets_the_full_sync_the_others_get_whole() -> None:
+    ports = desired((service(), [ep("10.244.1.3")]), (service("x", "10.96.0.99"), []))
+    streaming, whole = StreamingFakeBackend(), FakeBackend()
+    assert isinstance(streaming, nft.StreamingBackend)
+    assert not isinstance(whole, nft.StreamingBackend)
+    state = dataplane.DataPlane(streaming, CONFIG).sync(ports)
+    dataplane.DataPlane(whole, CONFIG).sync(ports)
+    assert streaming.scripts == whole.scripts
+    assert not ruleset.diff(state, ruleset.ProxyState.build(CONFIG, ports))
+
+
+def test_a_failed_full_sync_leaves_no_state_behind() -> None:
+    backend = StreamingFakeBackend()
+    plane = dataplane.DataPlane(backend, CONFIG)
+    plane.sync(desired((service(), [ep("10.244.1.3")])))
+    backend.fail_next = 1
+    with pytest.raises(nft.NftError, match="boom"):
+        plane.sync(desired((service(), [ep("10.244.1.4")])))
+    assert plane.state is None
+
+
+@pytest.mark.parametrize("backend", [FakeBackend, StreamingFakeBackend])
+def test_a_sync_given_input_it_refuses_changes_nothing(backend: type[FakeBackend]) -> None:
+    fake = backend()
+    plane = dataplane.DataPlane(fake, CONFIG)
+    before = plane.sync(desired((service(), [ep("10.244.1.3")])))
+    with pytest.raises(model.InvalidInput, match="under the name"):
+        plane.sync({port_name("other"): (service(), [ep("10.244.1.4")])})
+    assert plane.state is before
+    assert len(fake.scripts) == 1

@@ -8,9 +8,10 @@ A sync loop calls this and nothing lower::
     plane.sync(all_service_ports)      # periodic full resync
 
 `sync` replaces the table atomically (stale rules of an earlier run are
-reconciled in the same transaction); `update` derives the next state from
-the one in memory and applies only the diff. The kernel's table is never
-listed to find out what to change.
+reconciled in the same transaction), handing nft the table in pieces as it
+is built where the backend can take them (`ruleset.FullSync`); `update`
+derives the next state from the one in memory and applies only the diff.
+The kernel's table is never listed to find out what to change.
 
 If a transaction fails, the kernel keeps the previous table whole (nft
 transactions are atomic), but this process can no longer be sure what is
@@ -43,9 +44,19 @@ class DataPlane:
 
     def sync(self, services: Mapping[model.ServicePortName, ruleset.Desired]) -> ruleset.ProxyState:
         """Make the table serve exactly `services`, replacing it in one transaction."""
-        desired = ruleset.ProxyState.build(self.config, services)
-        self._apply_full(desired)
-        return desired
+        pieces = ruleset.FullSync(self.config, services)
+        try:
+            if isinstance(self.backend, nft.StreamingBackend):
+                # nft reads the start of the table while the rest is still being built.
+                self.backend.apply_stream(pieces)
+            else:
+                self.backend.apply("".join(pieces))
+        except nft.NftError:
+            self._applied = None
+            raise
+        # Any other failure (input the state refuses) came before nft committed anything.
+        self._applied = pieces.state
+        return pieces.state
 
     def update(
         self, changes: Mapping[model.ServicePortName, ruleset.Desired | None]

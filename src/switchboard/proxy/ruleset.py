@@ -5,8 +5,9 @@ as one transaction that replaces whatever table of ours is there;
 `diff(old, new)` the few commands that turn one state's table into the
 next's, computed from the states in memory -- the kernel's table is never
 listed. Both are `Script`s of typed commands; `str(script)` is the text for
-``nft -f``. What goes into the table is decided in `state`; this module
-only writes it down.
+``nft -f``. `FullSync` is `full` made in pieces while the state is built,
+for a backend that lets nft read the start of the table meanwhile. What
+goes into the table is decided in `state`; this module only writes it down.
 
 How a packet finds an endpoint (README.md draws it)::
 
@@ -31,7 +32,7 @@ set of the index it picked.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from switchboard.proxy import model, names
@@ -42,9 +43,11 @@ from switchboard.proxy.state import (
     DROP,
     REJECT,
     AffinityObject,
+    Builder,
     Desired,
     Dispatch,
     ElementKey,
+    Growth,
     ProxyConfig,
     ProxyState,
     Target,
@@ -66,6 +69,7 @@ __all__ = [
     "Desired",
     "Dispatch",
     "ElementKey",
+    "FullSync",
     "ProxyConfig",
     "ProxyState",
     "Script",
@@ -99,10 +103,30 @@ _TERMS = {
 
 @dataclass(frozen=True, slots=True)
 class AddElements:
-    """Add elements to a map or set (`value` None for a set)."""
+    """Add elements to a map or set, given as the text between nft's braces.
+
+    `body` is ``key : value, …`` for a map, ``key, …`` for a set: a full sync
+    writes tens of thousands of elements straight into it (`ProxyState.element_text`).
+    `of` makes one from (key, value) pairs; `items` reads them back.
+    """
 
     target: str
-    items: tuple[tuple[str, Value], ...]
+    body: str
+
+    @classmethod
+    def of(cls, target: str, items: Iterable[tuple[str, Value]]) -> AddElements:
+        return cls(target, ", ".join(k if v is None else f"{k} : {v}" for k, v in items))
+
+    @property
+    def items(self) -> tuple[tuple[str, Value], ...]:
+        """(key, value) of each element, value None in a set."""
+        if not self.body:
+            return ()
+        found: list[tuple[str, Value]] = []
+        for element in self.body.split(", "):  # neither keys nor values hold ", " or " : "
+            key, colon, value = element.partition(" : ")
+            found.append((key, value if colon else None))
+        return tuple(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,12 +200,8 @@ def render(script: Script) -> str:
         add(f"add table {table}")
     for command in script.commands:
         if isinstance(command, AddElements):
-            if command.items:
-                if command.items[0][1] is None:
-                    body = ", ".join(k for k, _ in command.items)
-                else:
-                    body = ", ".join(f"{k} : {v}" for k, v in command.items)
-                add(f"add element {table} {command.target} {{ {body} }}")
+            if command.body:
+                add(f"add element {table} {command.target} {{ {command.body} }}")
         elif isinstance(command, DeleteElements):
             if command.keys:
                 body = ", ".join(command.keys)
@@ -386,7 +406,7 @@ def _grouped_adds(elements: Iterable[tuple[ElementKey, Value]]) -> list[Command]
     by_target: dict[str, list[tuple[str, Value]]] = {}
     for (target, key), value in elements:
         by_target.setdefault(target, []).append((key, value))
-    return [AddElements(target, tuple(items)) for target, items in by_target.items()]
+    return [AddElements.of(target, items) for target, items in by_target.items()]
 
 
 def full(state: ProxyState) -> Script:
@@ -408,8 +428,86 @@ def _full(state: ProxyState) -> Script:
     commands += _shared_objects(config, state.dispatches(), state.affinity_objects())
     commands += _base_rules()
     commands.append(_hairpin_rule(config))
-    commands += _grouped_adds(state.elements().items())
+    commands += [
+        AddElements(target, ", ".join(chunks)) for target, chunks in state.element_text().items()
+    ]
     return Script(config.family, tuple(commands), replace_table=True)
+
+
+class FullSync:
+    """`full(ProxyState.build(config, services))`, made in pieces while the state is built.
+
+    Iterating gives the text of one transaction in pieces: the skeleton first,
+    then for each batch of Service ports the chains of shapes not seen before
+    and the batch's elements, then what only the whole can say (a frontend a
+    later port won, the configured sets). A backend that feeds nft while
+    the pieces are made (`nft.LibNftables.apply_stream`) lets nft read the
+    table while Python is still building it. After the last piece, `state`
+    is the state the table serves.
+
+    A piece refers only to what it or an earlier piece makes, but only the
+    whole is the table: a backend must apply all of it or nothing.
+    """
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        services: Mapping[model.ServicePortName, Desired],
+        *,
+        # nft has its first piece within milliseconds, and 20 pieces for 10,000 ports
+        # cost nothing more than one; 250 to 1,000 measured alike.
+        batch: int = 500,
+    ) -> None:
+        self.config = config
+        self._services = services
+        self._batch = batch
+        self._state: ProxyState | None = None
+
+    @property
+    def state(self) -> ProxyState:
+        if self._state is None:
+            raise RuntimeError("the full sync has not been made to the end yet")
+        return self._state
+
+    def __iter__(self) -> Iterator[str]:
+        for script in self.scripts():
+            yield render(script)
+
+    def scripts(self) -> Iterator[Script]:
+        config = self.config
+        yield Script(
+            config.family,
+            (*_skeleton(config), *_base_rules(), _hairpin_rule(config)),
+            replace_table=True,
+        )
+        builder = Builder(config)
+        affinity_sets: set[tuple[Kind, Proto, int, int]] = set()
+        pick_chains: set[AffinityObject] = set()
+        # The Services as they are now: the caller's mapping may change while nft reads.
+        items = list(self._services.items())
+        for start in range(0, len(items), self._batch):
+            growth = builder.add(items[start : start + self._batch])
+            # Chains of new shapes, each after the affinity sets and pick chains it uses.
+            picks = {obj for d in growth.dispatches for obj in d.affinity_objects()} - pick_chains
+            sets = {obj[:4] for obj in picks} - affinity_sets
+            pick_chains |= picks
+            affinity_sets |= sets
+            commands: list[Command] = [_affinity_set(config, *obj) for obj in sorted(sets)]
+            commands += [_affinity_pick_chain(config, obj) for obj in sorted(picks)]
+            commands += [_dispatch_chain(config, d) for d in sorted(growth.dispatches)]
+            yield Script(config.family, (*commands, *_element_commands(growth)))
+        growth, self._state = builder.finish()
+        yield Script(config.family, tuple(_element_commands(growth)))
+
+
+def _element_commands(growth: Growth) -> list[Command]:
+    commands: list[Command] = [
+        DeleteElements(target, tuple(keys)) for target, keys in growth.deletes.items()
+    ]
+    commands += [
+        AddElements(target, ", ".join(chunks)) for target, chunks in growth.elements.items()
+    ]
+    return commands
 
 
 def diff(old: ProxyState, new: ProxyState) -> Script:

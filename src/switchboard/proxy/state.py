@@ -6,7 +6,11 @@ counts of what ports share (dispatch chains, hairpin elements) and which
 port owns each frontend. `update` derives the next state by re-rendering
 only the ports that changed, so the delta between a state and the one
 derived from it (`delta`) is found without looking at the other ports.
-`ruleset` turns states and deltas into nft transactions.
+`Builder` makes a state from nothing a batch of ports at a time and says
+what each batch adds to the table, so that a full sync can hand nft the
+start of the table while the rest is still being built; its state is
+private until `finish` hands it out. `ruleset` turns states, deltas and
+batches into nft transactions.
 
 Dispatch goes through elements, not per-Service rules: a frontend's
 verdict-map element names a dispatch chain shared by every frontend of the
@@ -133,7 +137,7 @@ class Dispatch:
     @property
     def verdict(self) -> str:
         """The verdict-map value that sends a frontend here."""
-        return _verdicts.get(self) or f"goto {self.chain}"
+        return f"goto {self.chain}"
 
     def affinity_objects(self) -> Iterator[AffinityObject]:
         """(kind, proto, timeout, index, port) of every pick chain (and set) this chain uses."""
@@ -149,11 +153,37 @@ REJECT: Final = f"goto {names.REJECT}"
 # -- per Service port --------------------------------------------------------
 
 
-class _Frontend(NamedTuple):  # (a NamedTuple: made 10,000s of times per full sync)
-    """What one frontend puts in the table: its verdict element and endpoint elements."""
+# _Frontend and _Port are NamedTuples made 10,000s of times per full sync, through
+# `_new` (tuple.__new__): the generated __new__ is a Python call that costs more than
+# the rest of making one.
+
+
+class _Frontend(NamedTuple):
+    """What one frontend puts in the table: its verdict element and endpoint elements.
+
+    The endpoint elements are kept as their parts, not as (map, key) pairs: a
+    full sync writes them straight into nft text (`endpoint_text`), and only
+    the few frontends a diff looks at are ever spelled out as a dict
+    (`elements`).
+    """
 
     key: ElementKey  # (verdict map, frontend key)
-    elements: dict[ElementKey, Value]
+    verdict: str
+    endpoint_map: str
+    prefix: str  # the frontend as the endpoint keys begin: "10.96.0.1 . 80", "30080"
+    values: tuple[str, ...]  # endpoint element values, by index
+
+    def elements(self) -> dict[ElementKey, Value]:
+        found: dict[ElementKey, Value] = {self.key: self.verdict}
+        endpoint_map, prefix = self.endpoint_map, self.prefix
+        for index, value in enumerate(self.values):
+            found[(endpoint_map, f"{prefix} . {index}")] = value
+        return found
+
+    def endpoint_text(self) -> str:
+        """The endpoint elements as nft text: ``key : value, …``."""
+        prefix = self.prefix
+        return ", ".join([f"{prefix} . {i} : {value}" for i, value in enumerate(self.values)])
 
 
 class _Port(NamedTuple):
@@ -164,7 +194,7 @@ class _Port(NamedTuple):
     cluster: tuple[Target, ...]  # endpoint order, kept stable across updates
     local: tuple[Target, ...]
     frontends: tuple[_Frontend, ...]
-    dispatches: frozenset[Dispatch]
+    dispatches: tuple[Dispatch, ...]  # distinct
     hairpins: frozenset[str]
 
 
@@ -195,27 +225,26 @@ def _stable(previous: Sequence[Target], current: Iterable[Target]) -> tuple[Targ
     return tuple(t for t in slots if t is not None)
 
 
+_new = tuple.__new__
+_NO_HAIRPINS: Final[frozenset[str]] = frozenset()
 _PROTOS: dict[model.Protocol, Proto] = {"TCP": "tcp", "UDP": "udp", "SCTP": "sctp"}
-_dispatches: dict[tuple[Kind, Proto, int, int, bool, int, bool, int], Dispatch] = {}
-_verdicts: dict[Dispatch, str] = {}
+_Shape = tuple[Kind, Proto, int, int, bool, int, bool, int]
+_dispatches: dict[_Shape, tuple[Dispatch, str]] = {}
+# (kind, protocol, one port or not) → endpoint map name: asked twice per Service port.
+_ENDPOINT_MAPS: dict[tuple[Kind, Proto, bool], str] = {
+    (kind, proto, single): names.endpoint_map(kind, proto, int(single))
+    for kind in names.KINDS
+    for proto in names.PROTOS
+    for single in (False, True)
+}
 
 
-def _dispatch(
-    kind: Kind,
-    proto: Proto,
-    count: int,
-    port: int,
-    masquerade: bool,
-    affinity: int,
-    local: bool,
-    cluster: int,
-) -> Dispatch:
-    """The Dispatch of this shape, made once: few shapes exist, and they are hashed often."""
-    shape = (kind, proto, count, port, masquerade, affinity, local, cluster)
+def _dispatch(shape: _Shape) -> tuple[Dispatch, str]:
+    """The Dispatch of this shape and its verdict, made once: few shapes exist."""
     found = _dispatches.get(shape)
     if found is None:
-        found = _dispatches.setdefault(shape, Dispatch(*shape))
-        _verdicts[found] = f"goto {found.chain}"
+        dispatch = Dispatch(*shape)
+        found = _dispatches.setdefault(shape, (dispatch, dispatch.verdict))
     return found
 
 
@@ -225,95 +254,120 @@ def _render(
     endpoints: Sequence[model.Endpoint],
     previous: _Port | None,
 ) -> _Port:
-    family = config.family
-    v6 = family == "ipv6"
-    usable = [e for e in endpoints if (":" in e.ip) == v6]  # this family's (model.family_of)
-    ready = [(e.ip, e.port) for e in usable if e.ready]
-    cluster_now = ready or [(e.ip, e.port) for e in usable if e.serving and e.terminating]
-    local_now: list[Target] = []
-    if info.internal_policy_local or info.external_policy_local:
-        local_now = [e.target for e in usable if e.is_local and e.ready] or [
-            e.target for e in usable if e.is_local and e.serving and e.terminating
-        ]
-    cluster = _stable(previous.cluster if previous else (), cluster_now)
-    local = _stable(previous.local if previous else (), local_now)
+    # One pass over the endpoints and no per-element objects: a full sync renders
+    # every Service port, so this loop is most of the Python side of its cost.
+    v6 = config.family == "ipv6"
+    with_local = info.internal_policy_local or info.external_policy_local
+    ready: list[Target] = []
+    fallback: list[Target] = []  # serving and terminating: used only when none is ready
+    local_ready: list[Target] = []
+    local_fallback: list[Target] = []
+    local_ips: set[str] = set()
+    for e in endpoints:
+        ip = e.ip
+        if (":" in ip) != v6:  # another family's (model.family_of)
+            continue
+        if e.ready:
+            target = (ip, e.port)
+            ready.append(target)
+        elif e.serving and e.terminating:
+            target = (ip, e.port)
+            fallback.append(target)
+        else:
+            target = None
+        if e.is_local:
+            local_ips.add(ip)
+            if with_local and target is not None:
+                (local_ready if e.ready else local_fallback).append(target)
+    cluster_now = ready or fallback
+    cluster = (
+        _stable(previous.cluster, cluster_now) if previous else tuple(sorted(set(cluster_now)))
+    )
+    local_now = local_ready or local_fallback
+    local = _stable(previous.local if previous else (), local_now) if local_now else ()
     internal = local if info.internal_policy_local else cluster
-    local_ips = {e.ip for e in usable if e.is_local}
     hairpins = (
         frozenset(ip for ip, _ in (*cluster, *local) if ip in local_ips)
         if local_ips
-        else frozenset()
+        else _NO_HAIRPINS
     )
     ports = {p for _, p in cluster}
     # One port for all: it goes into the chain's rule and the elements hold addresses only.
     port = ports.pop() if len(ports) == 1 else 0
-    protocol = _PROTOS[info.protocol]
+    protocol = _PROTOS[info.name.protocol]
     affinity = info.affinity_timeout
     frontends: list[_Frontend] = []
-    dispatches: set[Dispatch] = set()
+    dispatches: list[Dispatch] = []
     ip_frontends: list[tuple[str, bool]] = []
-    if info.cluster_ip is not None and model.family_of(info.cluster_ip) == family:
-        ip_frontends.append((info.cluster_ip, False))
-    for address in dict.fromkeys((*info.external_ips, *info.load_balancer_ips)):
-        if model.family_of(address) == family and address != info.cluster_ip:
-            ip_frontends.append((address, True))
+    cluster_ip = info.cluster_ip
+    if cluster_ip is not None and (":" in cluster_ip) == v6:
+        ip_frontends.append((cluster_ip, False))
+    if info.external_ips or info.load_balancer_ips:
+        for address in dict.fromkeys((*info.external_ips, *info.load_balancer_ips)):
+            if (":" in address) == v6 and address != cluster_ip:
+                ip_frontends.append((address, True))
     port_frontends = [(str(info.node_port), True)] if info.node_port else []
+    cluster_values = _values(cluster, port)
+    single = port != 0
     kinds: tuple[tuple[Kind, list[tuple[str, bool]]], ...] = (
         ("ip", ip_frontends),
         ("port", port_frontends),
     )
     for kind, keys in kinds:
+        if not keys:
+            continue
+        endpoint_map = _ENDPOINT_MAPS[(kind, protocol, single)]
+        verdict_map = names.SERVICE_IPS if kind == "ip" else names.SERVICE_NODEPORTS
         for address, external in keys:
-            key = (
-                f"{address} . {protocol} . {info.port}"
-                if kind == "ip"
-                else f"{protocol} . {address}"
-            )
-            targets: tuple[Target, ...] = ()
+            if kind == "ip":
+                prefix = f"{address} . {info.port}"
+                key = f"{address} . {protocol} . {info.port}"
+            else:
+                prefix = address
+                key = f"{protocol} . {address}"
+            values: tuple[str, ...] = ()
             if not cluster:
                 verdict = REJECT
             else:
                 if external and info.external_policy_local:
-                    targets = local + cluster
-                    dispatch = _dispatch(
-                        kind, protocol, len(local), port, False, affinity, True, len(cluster)
+                    values = _values(local, port) + cluster_values
+                    shape: _Shape = (
+                        kind,
+                        protocol,
+                        len(local),
+                        port,
+                        False,
+                        affinity,
+                        True,
+                        len(cluster),
                     )
                 elif external:
-                    targets = cluster
-                    dispatch = _dispatch(
-                        kind, protocol, len(cluster), port, True, affinity, False, 0
-                    )
+                    values = cluster_values
+                    shape = (kind, protocol, len(cluster), port, True, affinity, False, 0)
                 else:
-                    targets = internal
-                    dispatch = _dispatch(
-                        kind, protocol, len(internal), port, False, affinity, False, 0
-                    )
-                if targets:
-                    dispatches.add(dispatch)
-                    verdict = dispatch.verdict
+                    values = cluster_values if internal is cluster else _values(internal, port)
+                    shape = (kind, protocol, len(internal), port, False, affinity, False, 0)
+                if values:
+                    dispatch, verdict = _dispatch(shape)
+                    if dispatch not in dispatches:
+                        dispatches.append(dispatch)
                 else:
                     verdict = DROP
-            verdict_key = (names.frontend_map(kind), key)
-            elements: dict[ElementKey, Value] = {verdict_key: verdict}
-            endpoint_map = names.endpoint_map(kind, protocol, port)
-            prefix = f"{address} . {info.port}" if kind == "ip" else address
-            if port:
-                for index, (ip, _) in enumerate(targets):
-                    elements[(endpoint_map, f"{prefix} . {index}")] = ip
-            else:
-                for index, (ip, target_port) in enumerate(targets):
-                    elements[(endpoint_map, f"{prefix} . {index}")] = f"{ip} . {target_port}"
-            frontends.append(_Frontend(verdict_key, elements))
-    return _Port(
-        info=info,
-        endpoints=tuple(endpoints),
-        cluster=cluster,
-        local=local,
-        frontends=tuple(frontends),
-        dispatches=frozenset(dispatches),
-        # Only a pod on this node can send a packet that this node DNATs back to it.
-        hairpins=hairpins,
+            frontends.append(
+                _new(_Frontend, ((verdict_map, key), verdict, endpoint_map, prefix, values))
+            )
+    # Only a pod on this node can send a packet that this node DNATs back to it.
+    return _new(
+        _Port,
+        (info, tuple(endpoints), cluster, local, tuple(frontends), tuple(dispatches), hairpins),
     )
+
+
+def _values(targets: Sequence[Target], port: int) -> tuple[str, ...]:
+    """Endpoint element values: the address alone when the chain's rule holds the port."""
+    if port:
+        return tuple([ip for ip, _ in targets])
+    return tuple([f"{ip} . {target_port}" for ip, target_port in targets])
 
 
 # -- the state ---------------------------------------------------------------
@@ -374,7 +428,7 @@ class ProxyState:
             previous = new._ports.get(name)
             if desired is not None:
                 info, endpoints = desired
-                if info.name != name:
+                if info.name is not name and info.name != name:
                     raise model.InvalidInput(f"{info.name} is given under the name {name}")
                 if (
                     previous is not None
@@ -396,7 +450,8 @@ class ProxyState:
     def _forget(self, name: model.ServicePortName, port: _Port) -> None:
         del self._ports[name]
         _release(self._dispatch_refs, port.dispatches)
-        _release(self._hairpin_refs, port.hairpins)
+        if port.hairpins:
+            _release(self._hairpin_refs, port.hairpins)
         for frontend in port.frontends:
             owners = tuple(n for n in self._owners[frontend.key] if n != name)
             if owners:
@@ -407,12 +462,12 @@ class ProxyState:
     def _remember(self, name: model.ServicePortName, port: _Port) -> None:
         self._ports[name] = port
         _hold(self._dispatch_refs, port.dispatches)
-        _hold(self._hairpin_refs, port.hairpins)
+        if port.hairpins:
+            _hold(self._hairpin_refs, port.hairpins)
+        all_owners = self._owners
         for frontend in port.frontends:
-            owners = self._owners.get(frontend.key)
-            self._owners[frontend.key] = (
-                (name,) if owners is None else tuple(sorted((*owners, name)))
-            )
+            owners = all_owners.get(frontend.key)
+            all_owners[frontend.key] = (name,) if owners is None else tuple(sorted((*owners, name)))
 
     # -- reading -------------------------------------------------------------
 
@@ -428,23 +483,38 @@ class ProxyState:
         owners = self._owners.get(key)
         if not owners:
             return {}
-        for frontend in self._ports[owners[0]].frontends:
-            if frontend.key == key:
-                return frontend.elements
-        raise AssertionError(f"{owners[0]} owns {key} but has no such frontend")
+        return _frontend_of(self, owners[0], key).elements()
 
     def elements(self) -> dict[ElementKey, Value]:
         """Every element of every map and set the state fills, keyed by (map, key)."""
         found: dict[ElementKey, Value] = {}
-        for key in self._owners:
-            found.update(self.frontend_elements(key))
-        for address in self._hairpin_refs:
-            found[(names.HAIRPIN, f"{address} . {address}")] = None
-        for cidr in self.config.pod_cidrs:
-            found[(names.POD_CIDRS, cidr)] = None
-        for cidr in self.config.nodeport_addresses or ():
-            found[(names.NODEPORT_ADDRESSES, cidr)] = None
+        for frontend in self._owners:
+            found.update(self.frontend_elements(frontend))
+        for element in self._set_elements():
+            found[element] = None
         return found
+
+    def element_text(self) -> dict[str, list[str]]:
+        """Map or set name → its elements as nft text, in comma-joined chunks.
+
+        The same elements as `elements`, written for a full sync without making
+        a key or a pair per element: an element is formatted once, here.
+        """
+        chunks: dict[str, list[str]] = {}
+        owners = self._owners
+        for name, port in self._ports.items():
+            for frontend in port.frontends:
+                claim = owners[frontend.key]
+                if len(claim) == 1 or claim[0] == name:  # else another port won it
+                    _write(chunks, frontend)
+        for target, element in self._set_elements():
+            chunks.setdefault(target, []).append(element)
+        return chunks
+
+    def _set_elements(self) -> Iterator[ElementKey]:
+        for address in self._hairpin_refs:
+            yield (names.HAIRPIN, f"{address} . {address}")
+        yield from _config_elements(self.config)
 
     def holds_dispatch(self, dispatch: Dispatch) -> bool:
         return dispatch in self._dispatch_refs
@@ -473,6 +543,117 @@ def _release(counts: dict[_R, int], refs: Iterable[_R]) -> None:
             counts[ref] = left
         else:
             del counts[ref]
+
+
+# -- building in batches ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Growth:
+    """What a batch of Service ports brings into a table being built (`Builder`).
+
+    `dispatches`: shapes no earlier batch used (their chains go first);
+    `deletes`: elements an earlier batch wrote for a frontend that another
+    port won after all; `elements`: the new elements as nft text, per map or
+    set (comma-joined chunks, as `ProxyState.element_text`).
+    """
+
+    dispatches: tuple[Dispatch, ...]
+    deletes: dict[str, list[str]]
+    elements: dict[str, list[str]]
+
+
+class Builder:
+    """Builds a state from nothing, a batch of Service ports at a time.
+
+    For a full sync that hands the table to nft while the rest of it is still
+    being built: `add` says what each batch brings (`Growth`), and `finish`
+    what is left, with the state -- the one `ProxyState.build` makes from
+    all the batches together. The elements of a frontend go out with the
+    first port that claims it; if a later port wins it (its name sorts
+    first), `finish` replaces them.
+    """
+
+    def __init__(self, config: ProxyConfig) -> None:
+        self._state: ProxyState | None = ProxyState(config)
+        # Contested frontend → the port whose elements went out for it.
+        self._written: dict[ElementKey, model.ServicePortName] = {}
+
+    def add(self, batch: Iterable[tuple[model.ServicePortName, Desired]]) -> Growth:
+        state = self._building()
+        with gc_paused():
+            return self._add(state, batch)
+
+    def _add(
+        self, state: ProxyState, batch: Iterable[tuple[model.ServicePortName, Desired]]
+    ) -> Growth:
+        config = state.config
+        owners, refs, hairpins = state._owners, state._dispatch_refs, state._hairpin_refs
+        shapes: list[Dispatch] = []
+        chunks: dict[str, list[str]] = {}
+        for name, (info, endpoints) in batch:
+            if info.name is not name and info.name != name:
+                raise model.InvalidInput(f"{info.name} is given under the name {name}")
+            if name in state._ports:
+                raise ValueError(f"{name} is in two batches")
+            port = _render(config, info, endpoints, None)
+            state._remember(name, port)
+            for dispatch in port.dispatches:
+                if refs[dispatch] == 1:
+                    shapes.append(dispatch)
+            for address in port.hairpins:
+                if hairpins[address] == 1:
+                    chunks.setdefault(names.HAIRPIN, []).append(f"{address} . {address}")
+            for frontend in port.frontends:
+                claim = owners[frontend.key]
+                if len(claim) == 1:
+                    _write(chunks, frontend)
+                elif frontend.key not in self._written:
+                    # The port that held it alone until now wrote its elements.
+                    self._written[frontend.key] = claim[1] if claim[0] == name else claim[0]
+        return Growth(tuple(shapes), {}, chunks)
+
+    def finish(self) -> tuple[Growth, ProxyState]:
+        """The elements still to write (contested frontends, the configured sets), and the state."""
+        state = self._building()
+        self._state = None
+        deletes: dict[str, list[str]] = {}
+        chunks: dict[str, list[str]] = {}
+        for key, written in self._written.items():
+            winner = state._owners[key][0]
+            if winner != written:
+                for target, element in _frontend_of(state, written, key).elements():
+                    deletes.setdefault(target, []).append(element)
+                _write(chunks, _frontend_of(state, winner, key))
+        for target, element in _config_elements(state.config):  # hairpins went with their ports
+            chunks.setdefault(target, []).append(element)
+        return Growth((), deletes, chunks), state
+
+    def _building(self) -> ProxyState:
+        if self._state is None:
+            raise RuntimeError("this builder has finished; its state is out")
+        return self._state
+
+
+def _config_elements(config: ProxyConfig) -> Iterator[ElementKey]:
+    for cidr in config.pod_cidrs:
+        yield (names.POD_CIDRS, cidr)
+    for cidr in config.nodeport_addresses or ():
+        yield (names.NODEPORT_ADDRESSES, cidr)
+
+
+def _write(chunks: dict[str, list[str]], frontend: _Frontend) -> None:
+    target, key = frontend.key
+    chunks.setdefault(target, []).append(f"{key} : {frontend.verdict}")
+    if frontend.values:
+        chunks.setdefault(frontend.endpoint_map, []).append(frontend.endpoint_text())
+
+
+def _frontend_of(state: ProxyState, name: model.ServicePortName, key: ElementKey) -> _Frontend:
+    for frontend in state._ports[name].frontends:
+        if frontend.key == key:
+            return frontend
+    raise AssertionError(f"{name} claims {key} but has no such frontend")
 
 
 @contextmanager
@@ -514,7 +695,7 @@ def delta(old: ProxyState, new: ProxyState) -> Delta:
             port = state._ports.get(name)
             if port is not None:
                 frontends.update(f.key for f in port.frontends)
-                dispatches |= port.dispatches
+                dispatches.update(port.dispatches)
                 hairpins |= port.hairpins
     return Delta(frozenset(frontends), frozenset(dispatches), frozenset(hairpins))
 
