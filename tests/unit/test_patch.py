@@ -516,6 +516,77 @@ def test_json_patch_operations_that_cannot_apply_are_rejected(ops: list[Obj], me
     assert caught.value.status == 422
 
 
+# --- JSON patch limits, as the Kubernetes apiserver sets them ------------------------
+
+
+def _tests(count: int) -> list[Obj]:
+    return [{"op": "test", "path": "/spec/a", "value": 1}] * count
+
+
+def test_a_json_patch_of_ten_thousand_operations_applies() -> None:
+    assert apply("Lease", {"spec": {"a": 1}}, _tests(10_000), JSON_PATCH) == {"spec": {"a": 1}}
+
+
+def test_a_json_patch_of_more_than_ten_thousand_operations_is_refused_as_too_large() -> None:
+    with pytest.raises(PatchError) as caught:
+        apply("Lease", {"spec": {"a": 1}}, _tests(10_001), JSON_PATCH)
+    assert caught.value.status == 413
+    assert str(caught.value) == (
+        "Request entity too large: The allowed maximum operations in a JSON patch is 10000, "
+        "got 10001"
+    )
+
+
+def test_a_copy_bomb_is_stopped_once_its_copies_add_more_than_3_mib() -> None:
+    # Each copy appends the list to itself, doubling it: 64 of them would make 2**64 items.
+    original = {"spec": {"list": ["x" * 1000]}}
+    before = copy.deepcopy(original)
+    ops = [{"op": "copy", "from": "/spec/list", "path": "/spec/list/-"}] * 64
+    with pytest.raises(PatchError) as caught:
+        apply("Lease", original, ops, JSON_PATCH)
+    assert caught.value.status == 422
+    message = str(caught.value)
+    assert message.startswith("Unable to complete the copy, the accumulated size increase of copy")
+    assert message.endswith("exceeding the limit 3145728")
+    # Stopped at the first copy over the limit: the next one would have doubled the total.
+    copied = int(message.split("copy is ")[1].split(",")[0])
+    assert 3 * 1024 * 1024 < copied < 2 * 3 * 1024 * 1024
+    assert original == before
+
+
+def test_copies_count_their_values_at_compact_json_length_up_to_exactly_the_limit() -> None:
+    # "x" * n is n + 2 bytes of JSON: three copies of it add exactly 3 MiB, which is allowed.
+    value = "x" * (1024 * 1024 - 2)
+    copies = [{"op": "copy", "from": "/spec/v", "path": f"/spec/c{i}"} for i in range(4)]
+    result = apply("Lease", {"spec": {"v": value}}, copies[:3], JSON_PATCH)
+    assert result["spec"]["c2"] == value
+    with pytest.raises(PatchError) as caught:
+        apply("Lease", {"spec": {"v": value}}, copies, JSON_PATCH)
+    assert str(caught.value) == (
+        "Unable to complete the copy, the accumulated size increase of copy is 4194304, "
+        "exceeding the limit 3145728"
+    )
+
+
+def test_adds_and_moves_do_not_count_against_the_copy_limit() -> None:
+    big = "x" * (2 * 1024 * 1024)
+    ops = [
+        {"op": "add", "path": "/spec/a", "value": big},
+        {"op": "move", "from": "/spec/a", "path": "/spec/b"},
+        {"op": "copy", "from": "/spec/b", "path": "/spec/c"},
+    ]
+    result = apply("Lease", {"spec": {}}, ops, JSON_PATCH)
+    assert result["spec"] == {"b": big, "c": big}
+
+
+def test_copies_that_nest_a_value_too_deep_to_measure_are_rejected() -> None:
+    # Copying an object into its own child nests it one level deeper each time.
+    ops = [{"op": "copy", "from": "/spec", "path": "/spec/x"}] * 300
+    with pytest.raises(PatchError, match='the value at "/spec" nests too deeply') as caught:
+        apply("Lease", {"spec": {}}, ops, JSON_PATCH)
+    assert caught.value.status == 400
+
+
 # --- the entry point ---------------------------------------------------------------
 
 

@@ -19,12 +19,21 @@ Server-side apply (`application/apply-patch+yaml`) is not supported.
 Every function copies what it is given: inputs are never modified, and the
 result shares no structure with them.
 
+A JSON Patch can make an object far larger than the request that carries
+it: a `copy` of the whole document into itself doubles it, so twenty copies
+make it a million times larger. Like the Kubernetes apiserver, `json_patch`
+refuses more than `MAX_JSON_PATCH_OPERATIONS` operations (413) and stops once
+its copies together have added more than `MAX_COPY_BYTES` (422), before the
+object is ever built. What the patched object may weigh in the end is the
+apiserver's cap on stored objects, not this module's.
+
 Exception tree:
 
     ValueError
-     └── PatchError   .status: 400 malformed patch, 415 unsupported patch type,
+     └── PatchError   .status: 400 malformed patch, 413 too many JSON Patch
+                      operations, 415 unsupported patch type,
                       422 a well-formed JSON Patch that cannot apply
-                      (failed test, missing path)
+                      (failed test, missing path, copies over MAX_COPY_BYTES)
 """
 
 from __future__ import annotations
@@ -43,6 +52,13 @@ MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
 SUPPORTED_CONTENT_TYPES = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH)
+
+# Kubernetes' maxJSONPatchOperations (apiserver endpoints/handlers/patch.go).
+MAX_JSON_PATCH_OPERATIONS = 10_000
+# Kubernetes' default JSONPatchMaxCopyBytes, which it sets as json-patch's
+# AccumulatedCopySizeLimit: twice etcd's default 1.5 MiB request limit, because the
+# JSON being patched can be about twice the size of the protobuf etcd stores.
+MAX_COPY_BYTES = 3 * 1024 * 1024
 
 
 class PatchError(ValueError):
@@ -147,13 +163,47 @@ def json_patch(document: Any, operations: Any) -> Any:
         raise PatchError(f"a JSON Patch must be an array of operations, not {_type(operations)}")
     if not all(isinstance(op, dict) for op in operations):
         raise PatchError("every operation of a JSON Patch must be a JSON object")
+    if len(operations) > MAX_JSON_PATCH_OPERATIONS:
+        # Kubernetes' words, with the prefix its RequestEntityTooLarge errors carry.
+        raise PatchError(
+            "Request entity too large: The allowed maximum operations in a JSON patch is "
+            f"{MAX_JSON_PATCH_OPERATIONS}, got {len(operations)}",
+            status=413,
+        )
     result = copy.deepcopy(document)
+    copied = _CopyBudget()
     for op in operations:
-        result = _apply_operation(result, op)
+        result = _apply_operation(result, op, copied)
     return result
 
 
-def _apply_operation(doc: Any, op: dict[str, Any]) -> Any:
+class _CopyBudget:
+    """The bytes the copies of one patch have added so far, as json-patch counts them."""
+
+    __slots__ = ("total",)
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def spend(self, value: Any, source: str) -> None:
+        # json-patch counts each copied value at its compact JSON length and checks the
+        # running total before the copy is made, so a refused copy never gets built.
+        try:
+            self.total += len(orjson.dumps(value))
+        except orjson.JSONEncodeError as exc:  # only nesting deeper than orjson can write
+            raise PatchError(
+                f'copy operation does not apply: the value at "{source}" nests too deeply'
+            ) from exc
+        if self.total > MAX_COPY_BYTES:
+            # json-patch's message for its AccumulatedCopySizeError, word for word.
+            raise PatchError(
+                "Unable to complete the copy, the accumulated size increase of copy is "
+                f"{self.total}, exceeding the limit {MAX_COPY_BYTES}",
+                status=422,
+            )
+
+
+def _apply_operation(doc: Any, op: dict[str, Any], copied: _CopyBudget) -> Any:
     name = op.get("op")
     if name not in ("add", "remove", "replace", "move", "copy", "test"):
         raise PatchError(f"unknown JSON Patch operation {_show(name)} in {_show(op)}", status=422)
@@ -188,6 +238,7 @@ def _apply_operation(doc: Any, op: dict[str, Any]) -> Any:
     from_tokens = _parse_pointer(source)
     value = _get(doc, from_tokens, source, name)
     if name == "copy":
+        copied.spend(value, source)
         return _add(doc, tokens, copy.deepcopy(value), path)
     if tokens[: len(from_tokens)] == from_tokens and len(tokens) > len(from_tokens):
         raise PatchError(f'cannot move "{source}" into its own child "{path}"', status=422)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import secrets
 import uuid
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +31,9 @@ _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 
 
 _META_PREFIX = b'{"metadata":{'
+_META_END = len(_META_PREFIX)
+_SPLICE = b'{"metadata":{"resourceVersion":"%d",'
+_SPLICE_ALONE = b'{"metadata":{"resourceVersion":"%d"'
 
 
 def encode(obj: Obj) -> bytes:
@@ -49,9 +53,31 @@ def with_resource_version(value: bytes, revision: int) -> bytes | None:
     """
     if not value.startswith(_META_PREFIX):
         return None
-    rest = value[len(_META_PREFIX) :]
-    separator = b"" if rest.startswith(b"}") else b","
-    return b'%s"resourceVersion":"%d"%s%s' % (_META_PREFIX, revision, separator, rest)
+    if value[_META_END : _META_END + 1] == b"}":  # empty metadata: no comma after the splice
+        return value.replace(_META_PREFIX, _SPLICE_ALONE % revision, 1)
+    return value.replace(_META_PREFIX, _SPLICE % revision, 1)
+
+
+def join_with_resource_versions(
+    kvs: Iterable[KeyValue], otherwise: Callable[[KeyValue], bytes]
+) -> bytes:
+    """Each value with its resourceVersion spliced in (`with_resource_version`), comma-joined.
+
+    The inside of a list's `items` array. `otherwise` encodes a value that
+    cannot be spliced. This runs once per object of a list, so the test is
+    inlined in one comprehension (a call per object cost a list of 10,000
+    about half as much again), and the splice is a `replace` of the opening,
+    which finds it at once: slicing each value through a memoryview and
+    formatting it took twice as long.
+    """
+    return b",".join(
+        [
+            kv.value.replace(_META_PREFIX, _SPLICE % kv.mod_revision, 1)
+            if kv.value.startswith(_META_PREFIX) and kv.value[_META_END : _META_END + 1] != b"}"
+            else otherwise(kv)
+            for kv in kvs
+        ]
+    )
 
 
 def decode(kv: KeyValue, revision: int | None = None) -> Obj:

@@ -15,8 +15,9 @@ namespace finalizer loop in `lifecycle`.
 
 from __future__ import annotations
 
+import asyncio
 import copy
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 from switchboard.api import fielderrors as fe
 from switchboard.api import selectors
 from switchboard.api.kinds import Obj, ResourceKind
-from switchboard.apiserver import codec, status
+from switchboard.apiserver import codec, objectsize, status
 from switchboard.apiserver.strategy import Strategy, for_kind
 from switchboard.store import errors as store_errors
 from switchboard.store.protocol import KeyValue, ListResult, Store
@@ -32,8 +33,6 @@ from switchboard.store.protocol import KeyValue, ListResult, Store
 Mutation = Callable[[Obj], Awaitable[Obj] | Obj]
 
 _MAX_RETRIES = 16
-# Yielded by `watch` once the synthetic ADDED events of the current state are out.
-INITIAL_EVENTS_END = "INITIAL_EVENTS_END"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +95,8 @@ class WriteHooks:
         return None
 
 
-def _matches(kind: ResourceKind, obj: Obj, opts: ListOptions) -> bool:
+def matches(kind: ResourceKind, obj: Obj, opts: ListOptions) -> bool:
+    """Whether `obj` passes the label and field selectors of `opts`."""
     if opts.label_selector is not None and not opts.label_selector.matches(
         obj.get("metadata", {}).get("labels") or {}
     ):
@@ -126,22 +126,24 @@ class Registry:
             raise status.not_found(kind, name)
         return self._out(kind, kv)
 
-    def _encoded(self, kind: ResourceKind, kv: KeyValue, revision: int = 0) -> bytes:
-        data = codec.with_resource_version(kv.value, revision or kv.mod_revision)
-        if data is None:
-            obj = self._out(kind, kv)
-            obj["metadata"]["resourceVersion"] = str(revision or kv.mod_revision)
-            data = codec.dumps(obj)
-        return data
+    def encoded(self, kind: ResourceKind, kv: KeyValue, revision: int = 0) -> bytes:
+        """The object as JSON bytes at `revision` (0 = its own), from the stored bytes if it can."""
+        rv = revision or kv.mod_revision
+        data = codec.with_resource_version(kv.value, rv) if _served_as_stored(kind) else None
+        return codec.dumps(self.decoded(kind, kv, rv)) if data is None else data
+
+    def decoded(self, kind: ResourceKind, kv: KeyValue, revision: int = 0) -> Obj:
+        """The object at `revision` (0 = its own), as this kind's API version shows it."""
+        obj = self._out(kind, kv)
+        if revision:
+            obj["metadata"]["resourceVersion"] = str(revision)
+        return obj
 
     @staticmethod
     def serves_encoded(kind: ResourceKind, opts: ListOptions) -> bool:
         """Whether stored bytes can be served as they are (no selector, no conversion)."""
         return (
-            opts.label_selector is None
-            and opts.field_selector is None
-            # Events are stored in either of two API versions and converted on the way out.
-            and kind.kind != "Event"
+            opts.label_selector is None and opts.field_selector is None and _served_as_stored(kind)
         )
 
     async def _list_page(
@@ -173,13 +175,14 @@ class Registry:
         meta: dict[str, Any] = {"resourceVersion": str(result.revision)}
         if opts.limit and result.more and result.items:
             meta["continue"] = codec.encode_continue(result.revision, result.items[-1].key)
-        items = b",".join(self._encoded(kind, kv) for kv in result.items)
-        return b'{"kind":"%sList","apiVersion":"%s","metadata":%s,"items":[%s]}' % (
+        items = codec.join_with_resource_versions(result.items, lambda kv: self.encoded(kind, kv))
+        head = b'{"kind":"%sList","apiVersion":"%s","metadata":%s,"items":[' % (
             kind.kind.encode(),
             kind.api_version.encode(),
             codec.dumps(meta),
-            items,
         )
+        # Joined, not %-formatted: bytes formatting copies a large argument far more slowly.
+        return b"".join((head, items, b"]}"))
 
     async def list(self, kind: ResourceKind, namespace: str | None, opts: ListOptions) -> Obj:
         prefix = kind.prefix(namespace)
@@ -200,7 +203,7 @@ class Registry:
             for kv in result.items:
                 obj = self._out(kind, kv)
                 last_key = kv.key
-                if _matches(kind, obj, opts):
+                if matches(kind, obj, opts):
                     items.append(obj)
                     if opts.limit and len(items) >= opts.limit:
                         break
@@ -210,6 +213,7 @@ class Registry:
             if not result.more:
                 break
             start_after = result.items[-1].key
+            await asyncio.sleep(0)  # a page may be read on the loop: let others run between
         meta: dict[str, Any] = {"resourceVersion": str(revision)}
         if more:
             meta["continue"] = codec.encode_continue(revision, last_key)
@@ -267,7 +271,8 @@ class Registry:
             txn.rollback()
             return obj
         try:
-            kv = await self.store.create(kind.key(namespace, name), codec.encode(obj))
+            value = objectsize.encode(kind, name, obj)
+            kv = await self.store.create(kind.key(namespace, name), value)
         except store_errors.KeyExists as exc:
             txn.rollback()
             raise status.already_exists(kind, name) from exc
@@ -404,7 +409,8 @@ class Registry:
                 txn.rollback()
                 return old  # a no-op write keeps its resourceVersion, as in Kubernetes
             try:
-                kv2 = await self.store.update(key, codec.encode(new), kv.mod_revision)
+                value = objectsize.encode(kind, name, new)
+                kv2 = await self.store.update(key, value, kv.mod_revision)
             except store_errors.Conflict:
                 # Someone wrote in between: re-read and re-apply; a stale client-sent
                 # resourceVersion is caught by the precondition check on the next pass.
@@ -509,76 +515,6 @@ class Registry:
         await self.hooks.after_delete(kind, obj)
         return obj
 
-    # ---- watch ---------------------------------------------------------------------------
-
-    async def watch(
-        self,
-        kind: ResourceKind,
-        namespace: str | None,
-        opts: ListOptions,
-        *,
-        encoded: bool = False,
-    ) -> AsyncGenerator[tuple[str, Obj | Encoded], None]:
-        """Yield (type, object) pairs: ADDED, MODIFIED, DELETED, and ("BOOKMARK", rv) markers.
-
-        With no resourceVersion or "0", the current state comes first as
-        ADDED events; with a revision, only changes after it. A selector
-        turns an object that starts or stops matching into ADDED / DELETED.
-        """
-        prefix = kind.prefix(namespace)
-        rv = opts.resource_version
-        if rv in ("", "0"):
-            listed = await self.list(
-                kind, namespace, ListOptions(opts.label_selector, opts.field_selector)
-            )
-            for item in listed["items"]:
-                yield "ADDED", item
-            after = int(listed["metadata"]["resourceVersion"])
-            yield INITIAL_EVENTS_END, {"metadata": {"resourceVersion": str(after)}}
-        else:
-            try:
-                after = int(rv)
-            except ValueError as exc:
-                raise status.bad_request(f'invalid resource version "{rv}"') from exc
-        try:
-            watch = self.store.watch(prefix, after)
-        except store_errors.Compacted as exc:
-            raise _too_old(after, exc) from exc
-        # Without a selector every object matches, so the previous value need not be decoded.
-        filtering = opts.label_selector is not None or opts.field_selector is not None
-        raw = encoded and self.serves_encoded(kind, opts)
-        try:
-            async for ev in watch:
-                if raw:
-                    data = self._encoded(kind, ev.kv, ev.revision)
-                    if ev.type == "DELETE":
-                        yield "DELETED", Encoded(data, str(ev.revision))
-                    else:
-                        yield (
-                            ("ADDED" if ev.prev is None else "MODIFIED"),
-                            Encoded(data, str(ev.revision)),
-                        )
-                    continue
-                if ev.type == "DELETE":
-                    obj = self._out(kind, ev.kv)
-                    obj["metadata"]["resourceVersion"] = str(ev.revision)
-                    if _matches(kind, obj, opts):
-                        yield "DELETED", obj
-                    continue
-                obj = self._out(kind, ev.kv)
-                now_matches = _matches(kind, obj, opts)
-                before = ev.prev is not None and (
-                    not filtering or _matches(kind, self._out(kind, ev.prev), opts)
-                )
-                if now_matches:
-                    yield ("MODIFIED" if before else "ADDED"), obj
-                elif before:
-                    yield "DELETED", obj
-        except store_errors.Compacted as exc:
-            raise _too_old(after, exc) from exc
-        finally:
-            await watch.close()
-
 
 # Event fields the two versions name differently: (events.k8s.io/v1, v1), as Kubernetes
 # converts them. An Event is stored as written and renamed on the way out, so a client
@@ -594,6 +530,11 @@ _EVENT_RENAMES = (
 )
 
 
+def _served_as_stored(kind: ResourceKind) -> bool:
+    # Events are stored in either of two API versions and converted on the way out.
+    return kind.kind != "Event"
+
+
 def _event_field_names(obj: Obj, *, events_v1: bool) -> None:
     for new_name, old_name in _EVENT_RENAMES:
         src, dst = (old_name, new_name) if events_v1 else (new_name, old_name)
@@ -602,22 +543,10 @@ def _event_field_names(obj: Obj, *, events_v1: bool) -> None:
             obj.setdefault(dst, value)
 
 
-def _too_old(rv: int, exc: store_errors.Compacted) -> status.APIError:
-    return status.gone(f"too old resource version: {rv} ({exc.compacted + 1})")
-
-
 def _same_without_rv(new: Obj, old: Obj) -> bool:
     o = {**old, "metadata": {k: v for k, v in old["metadata"].items() if k != "resourceVersion"}}
     n = {**new, "metadata": {k: v for k, v in new["metadata"].items() if k != "resourceVersion"}}
     return n == o
-
-
-@dataclass(frozen=True, slots=True)
-class Encoded:
-    """An object as ready-to-send JSON bytes, with its resourceVersion."""
-
-    data: bytes
-    resource_version: str
 
 
 class APIPrecondition(status.APIError):

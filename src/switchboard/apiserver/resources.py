@@ -30,7 +30,7 @@ _PATCH_TYPES = (
     "application/apply-patch+yaml",
 )
 
-_PATCH_ERROR_REASONS = {415: "UnsupportedMediaType", 422: "Invalid"}
+_PATCH_ERROR_REASONS = {413: "RequestEntityTooLarge", 415: "UnsupportedMediaType", 422: "Invalid"}
 
 
 def wants_table(request: web.Request) -> bool:
@@ -42,7 +42,9 @@ def json_response(body: Any, code: int = 200, warnings: list[str] | None = None)
     for w in warnings or []:
         # A quoted-string, with quotes, backslashes and control characters escaped: a field
         # name in a warning is the client's text, and a raw newline cannot go in a header.
-        resp.headers.add("Warning", "299 - " + codec.dumps(w).decode())
+        # JSON leaves DEL as it is, and a header may not hold it either.
+        quoted = codec.dumps(w).decode().replace("\x7f", "\\u007f")
+        resp.headers.add("Warning", "299 - " + quoted)
     return resp
 
 
@@ -305,7 +307,8 @@ class Resources:
             try:
                 patched = patch.apply_patch(kind_name, current, body, content_type)
             except patch.PatchError as exc:
-                # 422 for a patch that does not apply, 415 for one of a type not served.
+                # 422 for a patch that does not apply, 413 for a JSON patch of too many
+                # operations, 415 for one of a type not served.
                 reason = _PATCH_ERROR_REASONS.get(exc.status, "BadRequest")
                 raise status.APIError(exc.status, reason, str(exc)) from exc
             except RecursionError as exc:

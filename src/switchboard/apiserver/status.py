@@ -8,7 +8,7 @@ against a real cluster (`Error from server (NotFound): pods "x" not found`).
     ├── not_found / already_exists / conflict      404 / 409 / 409
     ├── invalid (422, details.causes per field)
     ├── bad_request / forbidden / gone / ...
-    └── method_not_allowed / unsupported_media_type / too_large
+    └── method_not_allowed / unsupported_media_type / too_large / object_too_large
 """
 
 from __future__ import annotations
@@ -121,6 +121,16 @@ def not_acceptable(accept: str) -> APIError:
 
 def too_large(limit: int) -> APIError:
     return APIError(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}")
+
+
+def object_too_large(kind: ResourceKind, name: str, size: int, limit: int) -> APIError:
+    return APIError(
+        413,
+        "RequestEntityTooLarge",
+        f'Request entity too large: {_qualified(kind)} "{name}" would be {size} bytes when '
+        f"stored, over the limit of {limit} bytes: make the object smaller",
+        _details(kind, name),
+    )
 
 
 def internal(message: str) -> APIError:

@@ -14,13 +14,20 @@ A watch from a revision below the compacted one raises
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class KeyValue:
+class KeyValue(NamedTuple):
+    """One key's value at a revision; immutable.
+
+    A NamedTuple rather than a frozen dataclass because lists build one per
+    row: a frozen dataclass's `__init__` sets each field through
+    `object.__setattr__`, several times slower per object, and a list of
+    10,000 keys paid that for every row.
+    """
+
     key: str
     value: bytes
     create_revision: int
@@ -53,6 +60,21 @@ class Watch(Protocol):
     """An open watch: iterate events; `close()` stops it and ends the iteration."""
 
     def __aiter__(self) -> AsyncIterator[Event]: ...
+
+    def listen(self, listener: Callable[[Event], None], closed: Callable[[], None]) -> bool:
+        """Hand live events to `listener` from now on, instead of through the iterator.
+
+        Possible once the history before the watch opened has been iterated:
+        then the events already waiting are passed to `listener` at once, in
+        order, every later one as the store dispatches it, and True is
+        returned; the iterator yields nothing more, and `closed` is called
+        once when the watch closes. While history remains (or once the watch
+        is closed) it returns False and changes nothing: iterate on and ask
+        again. `listener` runs inside the store's dispatch, so it must not
+        block; every listener of the store gets the same Event object for one
+        write.
+        """
+        ...
 
     async def close(self) -> None: ...
 

@@ -30,17 +30,18 @@ each row's id (an index carries the rowid), and along one name
 The newest row of a key at or below revision R is the one with no successor
 at or below R, a single probe of the same index.
 
-Concurrency: one dedicated thread owns the connection and runs every job, so
-SQLite sees a single writer and the log's revision counter lives in that
-thread's memory. Jobs queue from the event loop; the thread takes all that
-are waiting and runs their writes in one transaction (group commit: one fsync
-acknowledges the whole batch). WAL with synchronous=FULL makes a commit
-durable before any of its writers is answered, so an acknowledged write
-survives kill -9. The store must be the only writer of its file. A read that
-shares a batch with writes sees them and is answered once they commit. A
-caller cancelled while its write waits in the queue does not stop the write.
-SQLite's own errors reach callers as errors.StoreError; a job that fails that
-way is taken out of its batch and the rest run again without it.
+Concurrency: one dedicated thread owns the writing connection and runs every
+job but the pages of paged lists (`_worker`), so SQLite sees a single writer
+and the log's revision counter lives in that thread's memory. Jobs queue
+from the event loop; the thread takes all that are waiting and runs their
+writes in one transaction (group commit: one fsync acknowledges the whole
+batch). WAL with synchronous=FULL makes a commit durable before any of its
+writers is answered, so an acknowledged write survives kill -9. The store
+must be the only writer of its file. A read that shares a batch with writes
+sees them and is answered once they commit. A page of a paged list is read
+on the event loop itself, in a read transaction of a read-only connection of
+its own (`_Snapshot`), and sees what was committed when it began. SQLite's
+own errors reach callers as errors.StoreError.
 
 Revisions: a read at revision 0 reads now; a read at or below the compacted
 revision raises errors.Compacted, above the current one errors.FutureRevision.
@@ -49,12 +50,13 @@ only `after` below the compacted revision raises errors.Compacted.
 
 Watchers are woken in-process: when a batch commits, the thread hands its
 results and events to the loop in one callback, which answers the callers
-and pushes each event to every open watch whose prefix matches. A watch
-registers at once, remembering the revision the loop had seen (every event
+and then, in a callback of its own scheduled behind the callers' wake-ups,
+pushes each event to every open watch whose prefix matches. A watch
+registers at once, remembering the newest revision dispatched (every event
 at or below it was already dispatched, every later one will be), replays the
-log between its start and that revision, then yields its live queue. The
-queue is unbounded so a slow consumer never blocks writers; it holds what
-that consumer has not yet read.
+log between its start and that revision, then yields its live queue, or hands
+live events to a listener (`_watch`). The queue is unbounded so a slow
+consumer never blocks writers; it holds what that consumer has not yet read.
 """
 
 from __future__ import annotations
@@ -62,14 +64,12 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-import queue
+import pathlib
 import sqlite3
-import threading
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
-from switchboard.store import errors, protocol
+from switchboard.store import _watch, _worker, errors, protocol
 
 T = TypeVar("T")
 
@@ -95,8 +95,8 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (key, value) VALUES ('compact_revision', 0);
 """
 
-_MAX_BATCH = 256  # bounds the latency one batch adds to the jobs behind it
 _REPLAY_CHUNK = 500  # rows a watch replays per job, so a long replay does not stall writers
+_LOOP_READ_ROWS = 1000  # pages up to this size are read on the event loop (see `_Snapshot`)
 
 
 def _bounds(column: str, prefix: str, start_after: str = "") -> tuple[str, builtins.list[str]]:
@@ -127,7 +127,83 @@ def _prefix_end(prefix: str) -> str | None:
     return chars[:-1] + chr(following)
 
 
-class _Log:
+class _Reads:
+    """Reads of the log on `_db`, at `revision` (the newest) above `compacted`."""
+
+    _db: sqlite3.Connection
+    revision: int
+    compacted: int
+
+    def _check_revision(self, revision: int) -> None:
+        if revision > self.revision:
+            raise errors.FutureRevision(revision, self.revision)
+        if revision <= self.compacted:
+            raise errors.Compacted(revision, self.compacted)
+
+    def _live(self, key: str) -> protocol.KeyValue | None:
+        row = self._db.execute(
+            "SELECT k.id, k.create_revision, k.value FROM current c JOIN kv k ON k.id = c.id"
+            " WHERE c.name = ?",
+            (key,),
+        ).fetchone()
+        return protocol.KeyValue(key, row[2], row[1], row[0]) if row else None
+
+    def list(self, prefix: str, revision: int, start_after: str, limit: int) -> protocol.ListResult:
+        fetch = limit + 1 if limit > 0 else -1  # one extra row tells whether there is more
+        if revision:
+            self._check_revision(revision)
+        if revision in (0, self.revision):
+            where, params = _bounds("c.name", prefix, start_after)
+            rows = self._db.execute(
+                "SELECT c.name, k.value, k.create_revision, k.id FROM current c"
+                f" JOIN kv k ON k.id = c.id WHERE {where} ORDER BY c.name LIMIT ?",
+                (*params, fetch),
+            ).fetchall()
+            revision = self.revision
+        else:
+            where, params = _bounds("k.name", prefix, start_after)
+            rows = self._db.execute(
+                "SELECT k.name, k.value, k.create_revision, k.id FROM kv k"
+                f" WHERE {where} AND k.id <= ? AND NOT k.deleted AND NOT EXISTS"
+                " (SELECT 1 FROM kv n WHERE n.name = k.name AND n.prev_revision = k.id"
+                " AND n.id <= ?) ORDER BY k.name LIMIT ?",
+                (*params, revision, revision, fetch),
+            ).fetchall()
+        more = 0 < limit < len(rows)
+        items = builtins.list(map(protocol.KeyValue._make, rows[:limit] if more else rows))
+        return protocol.ListResult(items, revision, more)
+
+
+class _Snapshot(_Reads):
+    """One read transaction on the event loop's own read-only connection.
+
+    Pages of a paged list run here rather than on the worker: a page is one
+    short query, and handing it to the worker and back cost two thread
+    wake-ups and the GIL passed to and fro, a quarter of what reading a page
+    of 500 costs. Longer lists stay on the worker, so the loop is never held
+    for long. WAL lets this read run beside the worker's writes; it sees what
+    was committed when it began, and the revision and compaction point of
+    that moment.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        db.execute("BEGIN")
+        try:
+            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kv'").fetchone()
+            self.revision = row[0] if row else 0
+            (self.compacted,) = db.execute(
+                "SELECT value FROM meta WHERE key = 'compact_revision'"
+            ).fetchone()
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def end(self) -> None:
+        self._db.execute("COMMIT")
+
+
+class _Log(_Reads):
     """The revision log on one connection. Thread-confined: only the worker thread calls it."""
 
     def __init__(self, path: str) -> None:
@@ -174,21 +250,7 @@ class _Log:
         events, self.events = self.events, []
         return events
 
-    # Reads.
-
-    def _check_revision(self, revision: int) -> None:
-        if revision > self.revision:
-            raise errors.FutureRevision(revision, self.revision)
-        if revision <= self.compacted:
-            raise errors.Compacted(revision, self.compacted)
-
-    def _live(self, key: str) -> protocol.KeyValue | None:
-        row = self._db.execute(
-            "SELECT k.id, k.create_revision, k.value FROM current c JOIN kv k ON k.id = c.id"
-            " WHERE c.name = ?",
-            (key,),
-        ).fetchone()
-        return protocol.KeyValue(key, row[2], row[1], row[0]) if row else None
+    # Reads (lists also run on the loop's own connection, see `_Snapshot`).
 
     def get(self, key: str, revision: int) -> protocol.KeyValue | None:
         if revision:
@@ -204,31 +266,6 @@ class _Log:
         if row is None or row[1]:
             return None
         return protocol.KeyValue(key, row[3], row[2], row[0])
-
-    def list(self, prefix: str, revision: int, start_after: str, limit: int) -> protocol.ListResult:
-        fetch = limit + 1 if limit > 0 else -1  # one extra row tells whether there is more
-        if revision:
-            self._check_revision(revision)
-        if revision in (0, self.revision):
-            where, params = _bounds("c.name", prefix, start_after)
-            rows = self._db.execute(
-                "SELECT c.name, k.value, k.create_revision, k.id FROM current c"
-                f" JOIN kv k ON k.id = c.id WHERE {where} ORDER BY c.name LIMIT ?",
-                (*params, fetch),
-            ).fetchall()
-            revision = self.revision
-        else:
-            where, params = _bounds("k.name", prefix, start_after)
-            rows = self._db.execute(
-                "SELECT k.name, k.value, k.create_revision, k.id FROM kv k"
-                f" WHERE {where} AND k.id <= ? AND NOT k.deleted AND NOT EXISTS"
-                " (SELECT 1 FROM kv n WHERE n.name = k.name AND n.prev_revision = k.id"
-                " AND n.id <= ?) ORDER BY k.name LIMIT ?",
-                (*params, revision, revision, fetch),
-            ).fetchall()
-        more = 0 < limit < len(rows)
-        items = [protocol.KeyValue(*row) for row in (rows[:limit] if more else rows)]
-        return protocol.ListResult(items, revision, more)
 
     def count(self, prefix: str) -> int:
         where, params = _bounds("name", prefix)
@@ -342,138 +379,36 @@ class _Log:
         return self.compact(max(self.revision - window, 0))
 
 
-@dataclass(slots=True)
-class _Job:
-    run: Callable[[_Log], Any]
-    future: asyncio.Future[Any]
-    writes: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    future: asyncio.Future[Any]
-    result: Any
-    error: BaseException | None
-
-
-_Deliver = Callable[[builtins.list[_Outcome], builtins.list[protocol.Event], int, int], None]
-
-
-class _Worker:
-    """The thread that owns the connection and runs jobs in batches, one transaction each."""
-
-    def __init__(self, path: str, loop: asyncio.AbstractEventLoop, deliver: _Deliver) -> None:
-        self._path = path
-        self._loop = loop
-        self._deliver = deliver
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self.opened: asyncio.Future[tuple[int, int]] = loop.create_future()
-        self.stopped: asyncio.Future[None] = loop.create_future()
-        self._thread = threading.Thread(target=self._run, name="sqlite-store", daemon=True)
-        self._thread.start()
-
-    def submit(self, run: Callable[[_Log], T], writes: bool) -> asyncio.Future[T]:
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Job(run, future, writes))
-        return future
-
-    def stop(self) -> None:
-        self._jobs.put(None)
-
-    def _post(self, callback: Callable[..., None], *args: Any) -> bool:
-        try:
-            self._loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:  # the loop is closed: nobody is left to answer
-            return False
-        return True
-
-    def _run(self) -> None:
-        try:
-            log = _Log(self._path)
-        except Exception as exc:
-            self._post(_settle, self.opened, None, exc)
-            self._post(_settle, self.stopped, None, None)
-            return
-        self._post(_settle, self.opened, (log.revision, log.compacted), None)
-        stopping = False
-        while not stopping:
-            batch: builtins.list[_Job] = []
-            job = self._jobs.get()
-            while job is not None:
-                batch.append(job)
-                if len(batch) >= _MAX_BATCH:
-                    break
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-            stopping = job is None
-            if batch:
-                outcomes = self._execute(log, batch)
-                args = (outcomes, log.take_events(), log.revision, log.compacted)
-                if not self._post(self._deliver, *args):
-                    break
-        log.close()
-        self._post(_settle, self.stopped, None, None)
-
-    def _execute(self, log: _Log, batch: builtins.list[_Job]) -> builtins.list[_Outcome]:
-        writes = any(job.writes for job in batch)
-        if writes:
-            try:
-                log.begin()
-            except sqlite3.Error as exc:  # e.g. another process holds the file's write lock
-                return [_Outcome(job.future, None, _store_error(exc)) for job in batch]
-        outcomes = []
-        for index, job in enumerate(batch):
-            try:
-                outcomes.append(_Outcome(job.future, job.run(log), None))
-            except errors.StoreError as exc:
-                outcomes.append(_Outcome(job.future, None, exc))
-            except Exception as exc:
-                # Undo the batch and run it again without this job, so one job
-                # that fails (a bug, a full disk) cannot fail its neighbours.
-                if writes:
-                    log.rollback()
-                rest = self._execute(log, batch[:index] + batch[index + 1 :])
-                return [*rest, _Outcome(job.future, None, _store_error(exc))]
-        if writes:
-            try:
-                log.commit()
-            except sqlite3.Error as exc:
-                # Nothing in the batch is durable, and its reads may have seen its writes.
-                log.rollback()
-                return [_Outcome(outcome.future, None, _store_error(exc)) for outcome in outcomes]
-        return outcomes
-
-
-def _store_error(exc: Exception) -> Exception:
-    """SQLite's errors as the store's own; anything else (a bug) as it is."""
-    if not isinstance(exc, sqlite3.Error):
-        return exc
-    error = errors.StoreError(f"SQLite failed: {exc}")
-    error.__cause__ = exc
-    return error
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled and has stopped waiting
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _open_reader(path: str) -> sqlite3.Connection:
+    """A read-only connection for the event loop's own reads (see `_Snapshot`)."""
+    # No busy wait: it would stall the event loop. A read that finds the file busy
+    # (rare under WAL) goes to the worker instead.
+    uri = f"{pathlib.Path(path).resolve().as_uri()}?mode=ro"
+    reader = sqlite3.connect(uri, uri=True, timeout=0)
+    reader.isolation_level = None  # transactions begun and ended explicitly, as on the worker
+    reader.execute("PRAGMA cache_size = -65536")
+    return reader
 
 
 class SQLiteStore:
     """A `protocol.Store` in one SQLite file. Use from the event loop that opened it."""
 
-    def __init__(self, worker: _Worker, revision: int, compacted: int) -> None:
+    def __init__(
+        self,
+        worker: _worker.Worker[_Log],
+        reader: sqlite3.Connection,
+        revision: int,
+        compacted: int,
+    ) -> None:
         self._worker = worker
+        self._reader = reader  # the loop's own, read-only: see `_Snapshot`
         # The loop's view of the log: it advances when a batch is delivered, before
-        # its callers are answered and its events dispatched (see `watch`).
+        # its callers are answered and its events dispatched.
         self._revision = revision
         self._compacted = compacted
-        self._watches: set[_Watch] = set()
+        # The newest revision whose event every open watch has been given (see `watch`).
+        self._dispatched = revision
+        self._watches: set[_watch.LogWatch] = set()
         self._closed = False
 
     @classmethod
@@ -483,7 +418,7 @@ class SQLiteStore:
         store: SQLiteStore | None = None
 
         def deliver(
-            outcomes: builtins.list[_Outcome],
+            outcomes: builtins.list[_worker.Outcome],
             events: builtins.list[protocol.Event],
             revision: int,
             compacted: int,
@@ -491,14 +426,20 @@ class SQLiteStore:
             assert store is not None
             store._deliver(outcomes, events, revision, compacted)
 
-        worker = _Worker(os.fspath(path), loop, deliver)
+        worker = _worker.Worker(lambda: _Log(os.fspath(path)), loop, deliver)
         revision, compacted = await worker.opened
-        store = cls(worker, revision, compacted)
+        try:
+            reader = _open_reader(os.fspath(path))
+        except sqlite3.Error as exc:
+            worker.stop()
+            await worker.stopped
+            raise _worker.store_error(exc) from exc
+        store = cls(worker, reader, revision, compacted)
         return store
 
     def _deliver(
         self,
-        outcomes: builtins.list[_Outcome],
+        outcomes: builtins.list[_worker.Outcome],
         events: builtins.list[protocol.Event],
         revision: int,
         compacted: int,
@@ -506,13 +447,22 @@ class SQLiteStore:
         self._revision = revision
         self._compacted = compacted
         for outcome in outcomes:
-            _settle(outcome.future, outcome.result, outcome.error)
-        if events and self._watches:
-            for watch in self._watches:
-                prefix = watch.prefix
-                for event in events:
-                    if event.kv.key.startswith(prefix):
-                        watch.push(event)
+            _worker.settle(outcome.future, outcome.result, outcome.error)
+        if events:
+            # Called soon rather than now: the writers' tasks, just woken, run first, so a
+            # write is acknowledged without waiting for its fan-out to every watcher.
+            asyncio.get_running_loop().call_soon(self._dispatch, events)
+
+    def _dispatch(self, events: builtins.list[protocol.Event]) -> None:
+        # Event by event, every watch: all watches that listen get one event in a
+        # row, as the same object, before the next (see `_watch`).
+        watches = builtins.list(self._watches)
+        for event in events:
+            key = event.kv.key
+            for watch in watches:
+                if key.startswith(watch.prefix):
+                    watch.push(event)
+        self._dispatched = events[-1].revision
 
     def _run(self, run: Callable[[_Log], T], writes: bool = False) -> asyncio.Future[T]:
         if self._closed:
@@ -566,12 +516,13 @@ class SQLiteStore:
             raise errors.StoreError("the store is closed; open it again to use it")
         if after < self._compacted:
             raise errors.Compacted(after, self._compacted)
-        watch = _Watch(self, prefix, after, self._revision)
+        # Every event above the horizon reaches this watch live, every one at or
+        # below it was dispatched before the watch existed and comes from the log.
+        watch = _watch.LogWatch(
+            prefix, after, self._dispatched, self._replay, _REPLAY_CHUNK, self._watches.discard
+        )
         self._watches.add(watch)
         return watch
-
-    def _unwatch(self, watch: _Watch) -> None:
-        self._watches.discard(watch)
 
     async def _replay(self, prefix: str, after: int, until: int) -> builtins.list[protocol.Event]:
         return await self._run(lambda log: log.replay(prefix, after, until, _REPLAY_CHUNK))
@@ -585,64 +536,29 @@ class SQLiteStore:
             await watch.close()
         self._worker.stop()
         await self._worker.stopped
+        self._reader.close()
 
     # Defined last: inside the class body `list` names this method from here on.
     async def list(
         self, prefix: str, revision: int = 0, start_after: str = "", limit: int = 0
     ) -> protocol.ListResult:
         """Live keys under `prefix` in key order, after `start_after`, at most `limit` (0 = all)."""
-        return await self._run(lambda log: log.list(prefix, revision, start_after, limit))
-
-
-class _Watch:
-    """One open watch: replays the log up to its horizon, then yields live events."""
-
-    def __init__(self, store: SQLiteStore, prefix: str, after: int, horizon: int) -> None:
-        self.prefix = prefix
-        self._store = store
-        self._after = after
-        # Every event at or below `horizon` was dispatched before this watch
-        # registered, so it must come from the log; every later one arrives live.
-        self._horizon = horizon
-        self._live: asyncio.Queue[protocol.Event | None] = asyncio.Queue()
-        self._closed = False
-        self._events: AsyncIterator[protocol.Event] | None = None
-
-    def push(self, event: protocol.Event) -> None:
-        self._live.put_nowait(event)
-
-    def __aiter__(self) -> AsyncIterator[protocol.Event]:
-        # One iterator per watch: a consumer that breaks out of `async for`
-        # and iterates again carries on where it stopped.
-        if self._events is None:
-            self._events = self._iterate()
-        return self._events
-
-    async def _iterate(self) -> AsyncIterator[protocol.Event]:
-        seen = self._after
+        if not 0 < limit <= _LOOP_READ_ROWS:
+            # A long read would hold up the event loop: the worker does it beside the loop.
+            return await self._run(lambda log: log.list(prefix, revision, start_after, limit))
+        if self._closed:
+            raise errors.StoreError("the store is closed; open it again to use it")
         try:
-            while seen < self._horizon and not self._closed:
-                chunk = await self._store._replay(self.prefix, seen, self._horizon)
-                for event in chunk:
-                    if self._closed:
-                        return
-                    yield event
-                seen = chunk[-1].revision if len(chunk) == _REPLAY_CHUNK else self._horizon
-            while not self._closed:
-                live = await self._live.get()
-                if live is None:
-                    return
-                if live.revision > seen:  # a watch from a future revision skips up to it
-                    seen = live.revision
-                    yield live
-        finally:
-            self._store._unwatch(self)
-
-    async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._store._unwatch(self)
-            self._live.put_nowait(None)
+            snapshot = _Snapshot(self._reader)
+            try:
+                return snapshot.list(prefix, revision, start_after, limit)
+            finally:
+                snapshot.end()
+        except sqlite3.OperationalError:
+            # Busy: the worker, which may wait, reads it instead.
+            return await self._run(lambda log: log.list(prefix, revision, start_after, limit))
+        except sqlite3.Error as exc:
+            raise _worker.store_error(exc) from exc
 
 
 if TYPE_CHECKING:
