@@ -573,6 +573,33 @@ def test_create_with_an_unknown_field_prints_strict_decoding_error(
     assert_nothing_created(server, namespace)
 
 
+@pytest.mark.parametrize("validate", ["warn", "ignore"])
+def test_an_unknown_field_let_through_is_not_stored(
+    server: Server, namespace: str, validate: str
+) -> None:
+    typo = deployment(f"typo-{validate}")
+    typo["spec"]["replicass"] = 3
+    typo["spec"]["template"]["spec"]["containers"][0]["imagee"] = "nginx"
+
+    done = server.kubectl(
+        "create", "-n", namespace, f"--validate={validate}", "-f", "-", stdin=manifest(typo)
+    )
+
+    warnings = [line for line in done.stderr.splitlines() if line.startswith("Warning:")]
+    if validate == "warn":
+        assert warnings == [
+            'Warning: unknown field "spec.replicass"',
+            'Warning: unknown field "spec.template.spec.containers[0].imagee"',
+        ]
+    else:
+        assert warnings == []
+    # As the apiserver's decoder does, the unknown fields are dropped, not kept.
+    stored = server.get_json("deployment", f"typo-{validate}", "-n", namespace)
+    assert "replicass" not in stored["spec"]
+    assert "imagee" not in stored["spec"]["template"]["spec"]["containers"][0]
+    assert stored["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
 def test_create_with_a_name_that_is_not_a_dns_label_names_metadata_name(
     server: Server, namespace: str
 ) -> None:

@@ -681,3 +681,33 @@ async def test_kubectl_explain_reads_field_descriptions_from_openapi_v3(
     assert code == 0, err
     assert "FIELD: replicas <integer>" in out
     assert "Number of desired pods." in out
+
+
+def test_unknown_fields_are_dropped_at_every_depth_and_free_form_values_kept() -> None:
+    obj = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "colour": "red", "annotations": {"any-key": "kept"}},
+        "spec": {
+            "replicass": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "i", "imagee": "x"}]},
+            },
+        },
+    }
+    assert schema.without_unknown("Deployment", obj) == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "annotations": {"any-key": "kept"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]},
+            },
+        },
+    }
+    # The input is left alone; a request's own object is not changed under it.
+    assert obj["spec"]["replicass"] == 3

@@ -389,6 +389,40 @@ def check(
     return [], []
 
 
+def without_unknown(kind: str, obj: Any, *, api_version: str | None = None) -> Any:
+    """`obj` without the fields its kind's Go types lack, as the apiserver stores it.
+
+    The apiserver decodes into Go structs, so under Warn and Ignore an unknown
+    field is not only reported (or not) but gone: it is never stored and never
+    read back. Values of the wrong type are left as they are; `check` fails the
+    request on them first.
+    """
+    if not isinstance(obj, dict):
+        return obj
+    defs = definitions()
+    return _known_struct(defs, _definition_for(kind, obj, api_version), obj)
+
+
+def _known_struct(defs: Mapping[str, Definition], def_name: str, value: dict[str, Any]) -> Any:
+    properties = defs[def_name]["properties"]
+    return {
+        key: _known_value(defs, properties[key], item)
+        for key, item in value.items()
+        if key in properties
+    }
+
+
+def _known_value(defs: Mapping[str, Definition], schema: FieldSchema, item: Any) -> Any:
+    kind = schema["type"]
+    if kind == "array" and isinstance(item, list):
+        return [_known_value(defs, schema["items"], element) for element in item]
+    if kind == "map" and isinstance(item, dict):
+        return {key: _known_value(defs, schema["values"], v) for key, v in item.items()}
+    if kind == "object" and "ref" in schema and isinstance(item, dict):
+        return _known_struct(defs, schema["ref"], item)
+    return item
+
+
 def decode_error_message(kind: str, api_version: str, detail: str) -> str:
     """`Service in version "v1" cannot be handled as a Service: <detail>`."""
     version = api_version.rpartition("/")[2]

@@ -242,6 +242,7 @@ class Resources:
                 raise status.bad_request(
                     schema.decode_error_message(expect_kind, api_version, "; ".join(errors))
                 )
+            obj = schema.without_unknown(expect_kind, obj, api_version=api_version)
         return without_nulls(obj), warnings
 
     async def _create(
@@ -323,7 +324,7 @@ class Resources:
                     schema.decode_error_message(kind_name, kind.api_version, "; ".join(errors))
                 )
             warnings[:] = warns
-            result: Obj = without_nulls(patched)
+            result: Obj = without_nulls(schema.without_unknown(kind_name, patched))
             return result
 
         if target.subresource == "scale":
