@@ -67,6 +67,7 @@ def _agent(args: argparse.Namespace) -> int:
         netns=args.netns,
         cluster_cidr=args.cluster_cidr,
         nodeport_addresses=tuple(args.nodeport_addresses) if args.nodeport_addresses else None,
+        service_cidrs=tuple(c for c in args.service_cluster_ip_range.split(",") if c),
     )
     if args.proxy_only:
         return nodeparts.serve_proxy_only(proxy)
@@ -224,6 +225,12 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="CIDR whose local addresses NodePorts open on (repeatable; default: all but loopback)",
+    )
+    agent.add_argument(
+        "--service-cluster-ip-range",
+        default="",
+        help="the cluster's service CIDRs, comma-separated: new connections to an address "
+        "in them that no Service holds are dropped (default: left to routing)",
     )
     agent.add_argument("--proxy-only", action="store_true", help="run only the Service proxy")
     agent.add_argument("--no-proxy", action="store_true", help="run pods without the Service proxy")

@@ -18,6 +18,7 @@ the cluster as child processes, each logging to `DIR/logs/`::
     agent (per node)    python -m switchboard.cli agent --kubeconfig DIR/apiserver/kubeconfig
                             --node-name node-I --node-ip ADDRESS --netns PREFIX-node-I
                             --data-dir DIR/nodes/node-I --no-dns --cluster-dns 10.96.0.10
+                            --service-cluster-ip-range 10.96.0.0/16
 
 The apiserver stays on loopback (off loopback it would need TLS and
 authentication, which it does not have yet). The agents and the DNS
@@ -175,6 +176,8 @@ class SwitchboardCommands:
             "--no-dns",
             "--cluster-dns",
             DNS_SERVICE_IP,
+            "--service-cluster-ip-range",
+            SERVICE_CIDR,
         )
 
 

@@ -53,6 +53,7 @@ class ProxyOptions:
     netns: str | None
     cluster_cidr: str = "10.244.0.0/16"
     nodeport_addresses: tuple[str, ...] | None = None
+    service_cidrs: tuple[str, ...] = ()
 
 
 async def run_proxy(options: ProxyOptions) -> None:
@@ -63,6 +64,7 @@ async def run_proxy(options: ProxyOptions) -> None:
         ruleset.ProxyConfig(
             nodeport_addresses=options.nodeport_addresses,
             pod_cidrs=(options.cluster_cidr,) if options.cluster_cidr else (),
+            service_cidrs=options.service_cidrs,
         ),
     )
     client = rest.Client.from_kubeconfig(options.kubeconfig)

@@ -63,6 +63,7 @@ def main() -> int:
     parser.add_argument("--data-dir")
     parser.add_argument("--no-dns", action="store_true")
     parser.add_argument("--cluster-dns", action="append", default=[])
+    parser.add_argument("--service-cluster-ip-range", default="")
     args = parser.parse_args()
     if args.role == "fail":
         print("fake component failing on purpose", file=sys.stderr)

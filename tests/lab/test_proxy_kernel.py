@@ -106,9 +106,11 @@ class Cluster:
     backend: nft.LibNftables
 
     def load(
-        self, *ports: tuple[model.ServicePortInfo, list[model.Endpoint]]
+        self,
+        *ports: tuple[model.ServicePortInfo, list[model.Endpoint]],
+        config: ruleset.ProxyConfig = CONFIG,
     ) -> dataplane.DataPlane:
-        plane = dataplane.DataPlane(self.backend, CONFIG)
+        plane = dataplane.DataPlane(self.backend, config)
         plane.sync({info.name: (info, endpoints) for info, endpoints in ports})
         return plane
 
@@ -202,6 +204,12 @@ def hostnames(answers: list[str]) -> set[str]:
     return set(answers)
 
 
+def assert_refused_at_once(answers: list[str]) -> None:
+    for answer in answers:
+        assert answer.startswith("refused after "), answer
+        assert float(answer.split()[-1].rstrip("s")) < 0.5
+
+
 # -- ClusterIP -----------------------------------------------------------------
 
 
@@ -235,13 +243,51 @@ def test_a_service_without_endpoints_refuses_tcp_and_udp_at_once(cluster: Cluste
         (info("web", "10.96.0.10", protocol="UDP"), []),
     )
     a = cluster.pods["a"]
-    for answer in [
-        *cluster.ask(a.namespace, "10.96.0.10", 80, count=2),
-        *cluster.ask(a.namespace, "10.96.0.10", 80, "hostname", udp=True),
-        *cluster.ask(cluster.client, NODE_IP, 30080),
-    ]:
-        assert answer.startswith("refused after "), answer
-        assert float(answer.split()[-1].rstrip("s")) < 0.5
+    assert_refused_at_once(
+        [
+            *cluster.ask(a.namespace, "10.96.0.10", 80, count=2),
+            *cluster.ask(a.namespace, "10.96.0.10", 80, "hostname", udp=True),
+            *cluster.ask(cluster.client, NODE_IP, 30080),
+        ]
+    )
+
+
+def test_a_cluster_ip_refuses_ports_and_protocols_its_service_does_not_have_at_once(
+    cluster: Cluster,
+) -> None:
+    cluster.load(
+        (info("web", "10.96.0.10", protocol="TCP"), [cluster.endpoint("b", 8080)]),
+        (info("web", "10.96.0.10", protocol="UDP"), [cluster.endpoint("c", 8081)]),
+        (info("api", "10.96.0.11", protocol="TCP"), [cluster.endpoint("a", 8080)]),
+    )
+    a = cluster.pods["a"].namespace
+    assert cluster.ask(a, "10.96.0.10", 80) == ["pod-b"]
+    assert cluster.ask(a, "10.96.0.10", 80, "hostname", udp=True) == ["pod-c"]
+    assert cluster.ask(a, "10.96.0.11", 80) == ["pod-a"]
+    assert_refused_at_once(
+        [
+            *cluster.ask(a, "10.96.0.10", 81, count=2),
+            *cluster.ask(a, "10.96.0.10", 81, "hostname", udp=True),
+            *cluster.ask(a, "10.96.0.11", 80, "hostname", udp=True),  # a protocol it lacks
+            *cluster.ask(cluster.node, "10.96.0.10", 81),  # the node's own, post-DNAT output
+            *cluster.ask(cluster.client, "10.96.0.10", 81),  # routed through the node
+        ]
+    )
+    assert cluster.ask(cluster.node, "10.96.0.10", 80) == ["pod-b"]
+
+
+def test_unallocated_addresses_of_the_service_cidr_are_dropped_not_routed_on(
+    cluster: Cluster,
+) -> None:
+    config = ruleset.ProxyConfig(pod_cidrs=CONFIG.pod_cidrs, service_cidrs=(SERVICE_CIDR,))
+    cluster.load((info("web", "10.96.0.10"), [cluster.endpoint("b")]), config=config)
+    a = cluster.pods["a"].namespace
+    assert cluster.ask(a, "10.96.0.77", 80, timeout=1) == ["timeout"]
+    # Routed on, the node would have asked the bridge who holds the address.
+    neighbours = cluster.lab.run(cluster.node, ["ip", "neigh", "show", "10.96.0.77"])
+    assert neighbours.strip() == ""
+    assert cluster.ask(a, "10.96.0.10", 80) == ["pod-b"]
+    assert_refused_at_once(cluster.ask(a, "10.96.0.10", 81))
 
 
 def test_tcp_and_udp_on_the_same_port_number_reach_their_own_endpoints(cluster: Cluster) -> None:
@@ -366,6 +412,30 @@ def test_external_traffic_policy_local_drops_outside_clients_where_no_endpoint_i
     # Pods and the node are not outside clients: they still reach the remote endpoint.
     assert cluster.ask(cluster.pods["b"].namespace, "198.51.100.7", 80) == ["pod-c"]
     assert cluster.ask(cluster.node, NODE_IP, 30080) == ["pod-c"]
+
+
+@pytest.mark.parametrize("policy", ["external", "internal"])
+def test_a_local_terminating_endpoint_is_reached_on_its_own_port_beside_remote_ready_ones(
+    cluster: Cluster, policy: str
+) -> None:
+    web = info(
+        "web",
+        "10.96.0.10",
+        node_port=30080,
+        external_policy_local=policy == "external",
+        internal_policy_local=policy == "internal",
+    )
+    # Only pod c listens on 9090: a packet for b sent to c's port would be refused.
+    remote_ready_c = cluster.endpoint("c", 9090, is_local=False)
+    local_terminating_b = cluster.endpoint("b", ready=False, serving=True, terminating=True)
+    cluster.load((web, [remote_ready_c, local_terminating_b]))
+    a = cluster.pods["a"].namespace
+    if policy == "external":
+        assert cluster.ask(cluster.client, NODE_IP, 30080, count=6) == ["pod-b"] * 6
+        assert cluster.ask(a, "10.96.0.10", 80, count=6) == ["pod-c"] * 6
+    else:
+        assert cluster.ask(a, "10.96.0.10", 80, count=6) == ["pod-b"] * 6
+        assert cluster.ask(cluster.client, NODE_IP, 30080, count=6) == ["pod-c"] * 6
 
 
 # -- syncs -------------------------------------------------------------------------

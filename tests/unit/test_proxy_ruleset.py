@@ -82,11 +82,62 @@ def test_a_cluster_ip_spreads_connections_over_its_ready_endpoints_without_snat(
     assert reached(t, CLIENT, "10.96.0.10", 80) == {"10.244.1.3", "10.244.1.4", "10.244.2.5"}
 
 
-def test_other_ports_and_addresses_are_left_alone() -> None:
+@pytest.mark.parametrize("from_node", [False, True])
+def test_a_cluster_ip_rejects_ports_and_protocols_its_service_does_not_have(
+    from_node: bool,
+) -> None:
     t = tracer(state_of((service(), [ep("10.244.1.3")])))
-    assert t.trace(CLIENT, "10.96.0.10", 81).verdict == "accept"
+    src = NODE if from_node else CLIENT
+    assert t.trace(src, "10.96.0.10", 81, from_node=from_node).verdict == "reject"
+    assert t.trace(src, "10.96.0.10", 80, "UDP", from_node=from_node).verdict == "reject"
+    assert t.trace(src, "10.96.0.10", 80, "SCTP", from_node=from_node).verdict == "reject"
+    assert t.trace(src, "10.96.0.10", 80, from_node=from_node).endpoint == ("10.244.1.3", 8080)
+
+
+def test_addresses_no_service_holds_are_left_to_routing_without_service_cidrs() -> None:
+    t = tracer(state_of((service(external_ips=("198.51.100.7",)), [ep("10.244.1.3")])))
     assert t.trace(CLIENT, "10.96.0.11", 80).verdict == "accept"
-    assert t.trace(CLIENT, "10.96.0.10", 80, "UDP").verdict == "accept"
+    # Only ClusterIPs are checked: an external IP may be a real host's address too.
+    assert t.trace(OUTSIDE, "198.51.100.7", 81).verdict == "accept"
+
+
+def test_unallocated_addresses_of_the_service_cidrs_are_dropped() -> None:
+    config = ruleset.ProxyConfig(pod_cidrs=("10.244.0.0/16",), service_cidrs=("10.96.0.0/16",))
+    t = tracer(state_of((service(), [ep("10.244.1.3")]), config=config))
+    assert t.trace(CLIENT, "10.96.0.11", 80).verdict == "drop"
+    assert t.trace(NODE, "10.96.0.11", 80, from_node=True).verdict == "drop"
+    assert t.trace(CLIENT, "10.96.0.10", 81).verdict == "reject"
+    assert t.trace(CLIENT, "10.96.0.10", 80).endpoint == ("10.244.1.3", 8080)
+    assert t.trace(CLIENT, "10.97.0.1", 80).verdict == "accept"
+
+
+def test_a_cluster_ip_is_checked_while_any_port_of_its_service_is_served() -> None:
+    http = model.ServicePortInfo(model.ServicePortName("default", "web", "http"), "10.96.0.10", 80)
+    dns = model.ServicePortInfo(
+        model.ServicePortName("default", "web", "dns", "UDP"), "10.96.0.10", 53
+    )
+    local = model.ServicePortInfo(
+        model.ServicePortName("default", "web", "admin"),
+        "10.96.0.10",
+        9000,
+        internal_policy_local=True,
+    )
+    # Served means programmed, whatever its endpoints: none (reject), none local (drop).
+    s = state_of((http, [ep("10.244.1.3")]), (dns, []), (local, [ep("10.244.2.3")]))
+    t = tracer(s)
+    assert t.trace(CLIENT, "10.96.0.10", 53, "UDP").verdict == "reject"
+    assert t.trace(CLIENT, "10.96.0.10", 9000).verdict == "drop"
+    assert t.trace(CLIENT, "10.96.0.10", 8443).verdict == "reject"
+    only_dns = s.update({http.name: None, local.name: None})
+    assert tracer(only_dns).trace(CLIENT, "10.96.0.10", 80).verdict == "reject"
+    assert names.CLUSTER_IPS not in str(ruleset.diff(s, only_dns))
+    none = only_dns.update({dns.name: None})
+    assert tracer(none).trace(CLIENT, "10.96.0.10", 80).verdict == "accept"
+    assert str(ruleset.diff(only_dns, none)).count(names.CLUSTER_IPS) == 1
+    assert applied(only_dns, ruleset.diff(only_dns, none)) == table_of(none)
+    back = none.update({http.name: (http, [ep("10.244.1.3")])})
+    assert applied(none, ruleset.diff(none, back)) == table_of(back)
+    assert tracer(back).trace(CLIENT, "10.96.0.10", 53, "UDP").verdict == "reject"
 
 
 def test_a_pod_reaching_itself_through_its_service_is_masqueraded() -> None:
@@ -288,6 +339,131 @@ def test_external_policy_local_leaves_the_cluster_ip_to_every_endpoint() -> None
     assert reached(t, CLIENT, "10.96.0.10", 80) == {"10.244.1.3", "10.244.2.3"}
 
 
+# -- every endpoint on its own port, whatever the policy and the fallback ---------------------
+
+TERMINATING = {"ready": False, "serving": True, "terminating": True}
+
+
+@pytest.mark.parametrize("policy", ["external", "internal"])
+def test_a_local_terminating_endpoint_on_another_port_than_the_ready_ones_is_reached_on_its_own(
+    policy: str,
+) -> None:
+    info = service(
+        node_port=30080,
+        external_policy_local=policy == "external",
+        internal_policy_local=policy == "internal",
+    )
+    # No local endpoint is ready: the local terminating one stands in for Local traffic,
+    # while the remote ready one serves Cluster traffic.
+    s = state_of(
+        (info, [ep("10.244.2.3", 8080), ep("10.244.1.3", 9090, is_local=True, **TERMINATING)])
+    )
+    t = tracer(s)
+    local_only, everyone = {("10.244.1.3", 9090)}, {("10.244.2.3", 8080)}
+    if policy == "external":
+        assert set(t.trace(OUTSIDE, NODE, 30080).candidates) == local_only
+        assert set(t.trace(CLIENT, NODE, 30080).candidates) == everyone
+        assert set(t.trace(CLIENT, "10.96.0.10", 80).candidates) == everyone
+    else:
+        assert set(t.trace(CLIENT, "10.96.0.10", 80).candidates) == local_only
+        assert set(t.trace(OUTSIDE, NODE, 30080).candidates) == everyone
+
+
+def test_local_endpoints_on_another_port_than_remote_ones_keep_their_port_under_both_policies() -> (
+    None
+):
+    info = service(
+        node_port=30080,
+        external_ips=("198.51.100.7",),
+        external_policy_local=True,
+        internal_policy_local=True,
+        affinity_timeout=60,
+    )
+    s = state_of((info, [ep("10.244.1.3", 9090, is_local=True), ep("10.244.2.3", 8080)]))
+    t = tracer(s)
+    assert t.trace(CLIENT, "10.96.0.10", 80).endpoint == ("10.244.1.3", 9090)
+    assert t.trace(OUTSIDE, "198.51.100.7", 80).endpoint == ("10.244.1.3", 9090)
+    assert set(t.trace(OTHER_POD, NODE, 30080).candidates) == {
+        ("10.244.1.3", 9090),
+        ("10.244.2.3", 8080),
+    }
+
+
+def categorized(
+    info: model.ServicePortInfo, endpoints: Sequence[model.Endpoint]
+) -> tuple[set[ruleset.Target], set[ruleset.Target]]:
+    """kube-proxy's CategorizeEndpoints, written plainly: (cluster, local) targets."""
+    ready = {e.target for e in endpoints if e.ready}
+    cluster = ready or {e.target for e in endpoints if e.serving and e.terminating}
+    local_ready = {e.target for e in endpoints if e.is_local and e.ready}
+    local = local_ready or {
+        e.target for e in endpoints if e.is_local and e.serving and e.terminating
+    }
+    return cluster, local
+
+
+# The conditions an EndpointSlice gives in practice, so that each shows up often.
+CONDITIONS = [
+    {"ready": True},
+    {"ready": True, "terminating": True},  # publishNotReadyAddresses
+    TERMINATING,
+    {"ready": False, "serving": False, "terminating": True},
+    {"ready": False, "serving": False},
+]
+varied_endpoints = st.lists(
+    st.builds(
+        lambda ip, port, conditions, is_local: model.Endpoint(
+            ip, port, is_local=is_local, **conditions
+        ),
+        ip=st.sampled_from(["10.244.1.3", "10.244.1.4", "10.244.2.3", "10.244.2.4"]),
+        port=st.sampled_from([8080, 9090]),
+        conditions=st.sampled_from(CONDITIONS),
+        is_local=st.booleans(),
+    ),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    varied_endpoints,
+    st.booleans(),
+    st.booleans(),
+    st.sampled_from([0, 60]),
+)
+def test_every_client_reaches_exactly_the_endpoints_its_policy_allows_each_on_its_own_port(
+    endpoints: list[model.Endpoint], external_local: bool, internal_local: bool, affinity: int
+) -> None:
+    info = service(
+        node_port=30080,
+        external_ips=("198.51.100.7",),
+        external_policy_local=external_local,
+        internal_policy_local=internal_local,
+        affinity_timeout=affinity,
+    )
+    t = tracer(state_of((info, endpoints)))
+    cluster, local = categorized(info, endpoints)
+
+    def expect(targets: set[ruleset.Target]) -> tuple[str, set[ruleset.Target]]:
+        if not cluster:
+            return ("reject", set())
+        return ("dnat", targets) if targets else ("drop", set())
+
+    cases = [
+        # (source, destination, port, sent by the node, endpoints allowed)
+        (CLIENT, "10.96.0.10", 80, False, local if internal_local else cluster),
+        (NODE, "10.96.0.10", 80, True, local if internal_local else cluster),
+        (OUTSIDE, NODE, 30080, False, local if external_local else cluster),
+        (OUTSIDE, "198.51.100.7", 80, False, local if external_local else cluster),
+        # Pods and the node itself are not external clients: any endpoint.
+        (OTHER_POD, "198.51.100.7", 80, False, cluster),
+        (NODE, NODE, 30080, True, cluster),
+    ]
+    for src, dst, dport, from_node, allowed in cases:
+        result = t.trace(src, dst, dport, from_node=from_node)
+        assert (result.verdict, set(result.candidates)) == expect(allowed), (src, dst, dport)
+
+
 # -- session affinity --------------------------------------------------------------------
 
 
@@ -372,6 +548,7 @@ def test_an_ipv6_state_serves_only_ipv6_addresses_of_dual_stack_input() -> None:
     )
     t = trace.Tracer(s)
     assert reached(t, "fd00:244::9", "fd00:96::10", 80) == {"fd00:244::3"}
+    assert t.trace("fd00:244::9", "fd00:96::10", 81).verdict == "reject"
     assert t.trace("192.0.2.9", "192.0.2.7", 80).verdict == "accept"
     assert "ip6 switchboard" in str(ruleset.full(s))
 

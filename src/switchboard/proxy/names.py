@@ -1,8 +1,9 @@
 """Every nftables name the proxy uses, in one place; generated names are derived here.
 
 The table holds a fixed skeleton (base chains, the frontend verdict maps, the
-endpoint maps, the hairpin set) plus shared objects made on demand and named
-after what they do, never after a Service:
+endpoint maps, the hairpin and ClusterIP sets, the check after DNAT) plus
+shared objects made on demand and named after what they do, never after a
+Service:
 
 - a dispatch chain per distinct *shape* of frontend -- its protocol, how many
   endpoints it picks from, whether it marks for masquerade, its affinity
@@ -27,11 +28,18 @@ TABLE: Final = "switchboard"
 NAT_PREROUTING: Final = "nat-prerouting"
 NAT_OUTPUT: Final = "nat-output"
 NAT_POSTROUTING: Final = "nat-postrouting"
+# Filter hooks that run after DNAT (kube-proxy's names): a packet that still has a ClusterIP
+# as its destination there matched no Service port, so it is turned away.
+FILTER_FORWARD: Final = "filter-forward"
+FILTER_OUTPUT_POST_DNAT: Final = "filter-output-post-dnat"
 
 # Regular chains of the skeleton.
 SERVICES: Final = "services"  # frontend lookup, jumped to from both DNAT hooks
 # A Service without endpoints: TCP reset, else ICMP port unreachable ("reject" is a keyword).
 REJECT: Final = "reject-chain"
+# New connections still addressed to a ClusterIP after DNAT (a port the Service does not
+# have) are rejected; to an unallocated address of the service CIDRs, dropped.
+CLUSTER_IPS_CHECK: Final = "cluster-ips-check"
 
 # Verdict maps: frontend → goto dispatch chain | goto reject | drop.
 SERVICE_IPS: Final = "service-ips"  # address . protocol . port (ClusterIP, external IP, LB IP)
@@ -51,6 +59,8 @@ NODEPORT_ENDPOINTS: Final = "nodeport-endpoints"  # + "-tcp" …: nodePort . ind
 HAIRPIN: Final = "hairpin"  # endpoint . endpoint: a pod that reached itself, masqueraded
 POD_CIDRS: Final = "pod-cidrs"  # the cluster's pod CIDRs (Local policy short-circuit)
 NODEPORT_ADDRESSES: Final = "nodeport-addresses"  # CIDRs NodePorts open on, when configured
+CLUSTER_IPS: Final = "cluster-ips"  # the ClusterIPs of every Service port served
+SERVICE_CIDRS: Final = "service-cidrs"  # the cluster's service CIDRs, when configured
 
 # The packet mark bit that asks postrouting to masquerade (kube-proxy's bit).
 MASQUERADE_MARK: Final = 0x4000
@@ -60,6 +70,10 @@ AFFINITY_SET_SIZE: Final = 262144
 # Hook priorities: the nat hooks' standard ones (the output hook takes no "dstnat" keyword).
 PRIORITY_DSTNAT: Final = "-100"
 PRIORITY_SRCNAT: Final = "100"
+# kube-proxy's: the output filter must come after nat-output's DNAT; in the forward hook
+# every DNAT is already done, so any priority would do there.
+PRIORITY_FILTER_POST_DNAT: Final = "-90"
+PRIORITY_FILTER_FORWARD: Final = "-110"
 
 Kind = Literal["ip", "port"]
 """How a frontend is keyed: by destination address . protocol . port, or protocol . nodePort."""

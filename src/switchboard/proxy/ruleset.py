@@ -18,6 +18,9 @@ How a packet finds an endpoint (README.md draws it)::
     ip-tcp-n3-to8080:  dnat to ip daddr . tcp dport . numgen random mod 3
                        map @service-endpoints-tcp-addresses : 8080
     nat-postrouting: mark → masquerade; ct status dnat + @hairpin → masquerade
+    filter-forward / filter-output-post-dnat (after DNAT), new connections only:
+        cluster-ips-check:  ip daddr @cluster-ips goto reject-chain   (no such port)
+                            ip daddr @service-cidrs drop              (no such ClusterIP)
 
 Order inside one diff transaction: new affinity sets, pick chains and
 dispatch chains (each before its users), then element deletes, element
@@ -325,6 +328,14 @@ def _skeleton(config: ProxyConfig) -> list[Command]:
             f"add chain {table} {names.NAT_POSTROUTING} "
             f"{{ type nat hook postrouting priority {names.PRIORITY_SRCNAT} ; }}"
         ),
+        Statement(
+            f"add chain {table} {names.FILTER_FORWARD} "
+            f"{{ type filter hook forward priority {names.PRIORITY_FILTER_FORWARD} ; }}"
+        ),
+        Statement(
+            f"add chain {table} {names.FILTER_OUTPUT_POST_DNAT} "
+            f"{{ type filter hook output priority {names.PRIORITY_FILTER_POST_DNAT} ; }}"
+        ),
         AddSet(
             names.SERVICE_IPS,
             f"type {t.address_type} . inet_proto . inet_service : verdict ;",
@@ -344,11 +355,20 @@ def _skeleton(config: ProxyConfig) -> list[Command]:
         ),
         AddSet(names.HAIRPIN, f"type {t.address_type} . {t.address_type} ;"),
         AddSet(names.POD_CIDRS, f"type {t.address_type} ; flags interval ;"),
+        AddSet(names.CLUSTER_IPS, f"type {t.address_type} ;"),
         AddChain(
             names.REJECT,
             ("meta l4proto tcp reject with tcp reset", "reject"),
         ),
     ]
+    # Runs after DNAT: a new connection still addressed to a ClusterIP matched no port of
+    # its Service. Turned away at once, as kube-proxy does, instead of being routed on
+    # towards an address nobody holds until the client gives up.
+    check = [f"{ip} daddr @{names.CLUSTER_IPS} goto {names.REJECT}"]
+    if config.service_cidrs:
+        s.append(AddSet(names.SERVICE_CIDRS, f"type {t.address_type} ; flags interval ;"))
+        check.append(f"{ip} daddr @{names.SERVICE_CIDRS} drop")
+    s.append(AddChain(names.CLUSTER_IPS_CHECK, tuple(check)))
     if config.nodeport_addresses is not None:
         s.append(AddSet(names.NODEPORT_ADDRESSES, f"type {t.address_type} ; flags interval ;"))
         nodeport_match = f"fib daddr type local {ip} daddr @{names.NODEPORT_ADDRESSES}"
@@ -368,11 +388,16 @@ def _skeleton(config: ProxyConfig) -> list[Command]:
 
 def _base_rules() -> list[Command]:
     table = "{table}"
+    check = names.CLUSTER_IPS_CHECK
     mark = names.MASQUERADE_MARK
     unmark = 0xFFFFFFFF ^ mark
     return [
         Statement(f"add rule {table} {names.NAT_PREROUTING} jump {names.SERVICES}"),
         Statement(f"add rule {table} {names.NAT_OUTPUT} jump {names.SERVICES}"),
+        # A connection's first packet only: the rest follow conntrack, which never lets a
+        # refused connection in, so checking them would cost a lookup per packet for nothing.
+        Statement(f"add rule {table} {names.FILTER_FORWARD} ct state new jump {check}"),
+        Statement(f"add rule {table} {names.FILTER_OUTPUT_POST_DNAT} ct state new jump {check}"),
         Statement(
             f"add rule {table} {names.NAT_POSTROUTING} meta mark & {mark:#x} == {mark:#x} "
             f"meta mark set meta mark & {unmark:#x} masquerade fully-random"
@@ -539,6 +564,12 @@ def diff(old: ProxyState, new: ProxyState) -> Script:
             deletes.setdefault(names.HAIRPIN, []).append(f"{address} . {address}")
         elif now and not was:
             adds.append(((names.HAIRPIN, f"{address} . {address}"), None))
+    for address in sorted(candidates.cluster_ips):
+        was, now = old.holds_cluster_ip(address), new.holds_cluster_ip(address)
+        if was and not now:
+            deletes.setdefault(names.CLUSTER_IPS, []).append(address)
+        elif now and not was:
+            adds.append(((names.CLUSTER_IPS, address), None))
 
     gone_dispatches = {d for d in candidates.dispatches if not new.holds_dispatch(d)}
     new_dispatches = {d for d in candidates.dispatches if not old.holds_dispatch(d)}

@@ -24,7 +24,8 @@ port`` when their ports differ) of one map per protocol.
   endpoints: ``drop``.
 - Endpoint choice (kube-proxy's CategorizeEndpoints): the ready ones, else
   the serving-and-terminating ones; for a Local policy the local ready ones,
-  else the local serving-and-terminating ones.
+  else the local serving-and-terminating ones. The dispatch chain holds the
+  target port only when all of these, local and cluster, agree on one.
 - Masquerade: external traffic under the Cluster policy is marked for it; a
   pod that reached itself (hairpin) is found by the ``@hairpin`` set of local
   endpoints; nothing else is SNATed.
@@ -32,6 +33,9 @@ port`` when their ports differ) of one map per protocol.
   (indices 0..L-1) followed by all of them (L..L+C-1). The node itself
   (masqueraded) and pod CIDRs reach any endpoint, other clients keep their
   address and reach only local ones.
+- Every Service port holds its ClusterIP in ``@cluster-ips`` (counted, as
+  the Service's ports share it), which the check after DNAT rejects: a
+  connection still addressed there matched no port of the Service.
 - ClientIP affinity remembers an endpoint *index* per client and frontend,
   so a removed endpoint can never be stuck to: an index past the new count
   misses in the endpoint map and the packet falls through to a new pick.
@@ -76,11 +80,15 @@ class ProxyConfig:
     means every local address outside loopback (include 127.0.0.0/8 here to
     open them on loopback, with net.ipv4.conf.all.route_localnet=1).
     `pod_cidrs`: the cluster's pod CIDRs, for the Local-policy short-circuit.
+    `service_cidrs`: the cluster's service CIDRs (service-cluster-ip-range);
+    new connections to an address in them that no Service port holds are
+    dropped. Empty: such traffic is left to routing.
     """
 
     family: model.Family = "ipv4"
     nodeport_addresses: tuple[str, ...] | None = None
     pod_cidrs: tuple[str, ...] = ()
+    service_cidrs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in ("ipv4", "ipv6"):
@@ -90,6 +98,7 @@ class ProxyConfig:
                 self, "nodeport_addresses", self._cidrs("nodeport address", self.nodeport_addresses)
             )
         object.__setattr__(self, "pod_cidrs", self._cidrs("pod CIDR", self.pod_cidrs))
+        object.__setattr__(self, "service_cidrs", self._cidrs("service CIDR", self.service_cidrs))
 
     def _cidrs(self, what: str, cidrs: Iterable[str]) -> tuple[str, ...]:
         found = []
@@ -196,6 +205,7 @@ class _Port(NamedTuple):
     frontends: tuple[_Frontend, ...]
     dispatches: tuple[Dispatch, ...]  # distinct
     hairpins: frozenset[str]
+    cluster_ip: str | None  # of this state's family: an element of @cluster-ips
 
 
 def _stable(previous: Sequence[Target], current: Iterable[Target]) -> tuple[Target, ...]:
@@ -292,6 +302,10 @@ def _render(
         else _NO_HAIRPINS
     )
     ports = {p for _, p in cluster}
+    if local:
+        # Local terminating endpoints stand in when no local one is ready, while remote
+        # ready ones serve the rest: they need not listen on the ready ones' port.
+        ports.update([p for _, p in local])
     # One port for all: it goes into the chain's rule and the elements hold addresses only.
     port = ports.pop() if len(ports) == 1 else 0
     protocol = _PROTOS[info.name.protocol]
@@ -302,6 +316,9 @@ def _render(
     cluster_ip = info.cluster_ip
     if cluster_ip is not None and (":" in cluster_ip) == v6:
         ip_frontends.append((cluster_ip, False))
+        own_cluster_ip: str | None = cluster_ip
+    else:
+        own_cluster_ip = None
     if info.external_ips or info.load_balancer_ips:
         for address in dict.fromkeys((*info.external_ips, *info.load_balancer_ips)):
             if (":" in address) == v6 and address != cluster_ip:
@@ -359,7 +376,16 @@ def _render(
     # Only a pod on this node can send a packet that this node DNATs back to it.
     return _new(
         _Port,
-        (info, tuple(endpoints), cluster, local, tuple(frontends), tuple(dispatches), hairpins),
+        (
+            info,
+            tuple(endpoints),
+            cluster,
+            local,
+            tuple(frontends),
+            tuple(dispatches),
+            hairpins,
+            own_cluster_ip,
+        ),
     )
 
 
@@ -385,6 +411,7 @@ class ProxyState:
         "__weakref__",
         "_base",
         "_changed",
+        "_cluster_ip_refs",
         "_dispatch_refs",
         "_hairpin_refs",
         "_owners",
@@ -397,9 +424,11 @@ class ProxyState:
         self._ports: dict[model.ServicePortName, _Port] = {}
         # Frontend → the ports claiming it, sorted; the first one wins.
         self._owners: dict[ElementKey, tuple[model.ServicePortName, ...]] = {}
-        # Reference counts of what ports share: dispatch chains, hairpin elements.
+        # Reference counts of what ports share: dispatch chains, hairpin elements, and
+        # ClusterIPs (every port of a Service holds its ClusterIP in @cluster-ips).
         self._dispatch_refs: dict[Dispatch, int] = {}
         self._hairpin_refs: dict[str, int] = {}
+        self._cluster_ip_refs: dict[str, int] = {}
         # The state this one was derived from, and the ports that differ from it.
         self._base: weakref.ref[ProxyState] | None = None
         self._changed: frozenset[model.ServicePortName] = frozenset()
@@ -422,6 +451,7 @@ class ProxyState:
         new._owners = dict(self._owners)
         new._dispatch_refs = self._dispatch_refs.copy()
         new._hairpin_refs = self._hairpin_refs.copy()
+        new._cluster_ip_refs = self._cluster_ip_refs.copy()
         new._base = weakref.ref(self)
         changed = set()
         for name, desired in changes.items():
@@ -452,6 +482,8 @@ class ProxyState:
         _release(self._dispatch_refs, port.dispatches)
         if port.hairpins:
             _release(self._hairpin_refs, port.hairpins)
+        if port.cluster_ip is not None:
+            _release(self._cluster_ip_refs, (port.cluster_ip,))
         for frontend in port.frontends:
             owners = tuple(n for n in self._owners[frontend.key] if n != name)
             if owners:
@@ -464,6 +496,10 @@ class ProxyState:
         _hold(self._dispatch_refs, port.dispatches)
         if port.hairpins:
             _hold(self._hairpin_refs, port.hairpins)
+        cluster_ip = port.cluster_ip
+        if cluster_ip is not None:
+            refs = self._cluster_ip_refs
+            refs[cluster_ip] = refs.get(cluster_ip, 0) + 1
         all_owners = self._owners
         for frontend in port.frontends:
             owners = all_owners.get(frontend.key)
@@ -514,6 +550,8 @@ class ProxyState:
     def _set_elements(self) -> Iterator[ElementKey]:
         for address in self._hairpin_refs:
             yield (names.HAIRPIN, f"{address} . {address}")
+        for address in self._cluster_ip_refs:
+            yield (names.CLUSTER_IPS, address)
         yield from _config_elements(self.config)
 
     def holds_dispatch(self, dispatch: Dispatch) -> bool:
@@ -521,6 +559,9 @@ class ProxyState:
 
     def holds_hairpin(self, address: str) -> bool:
         return address in self._hairpin_refs
+
+    def holds_cluster_ip(self, address: str) -> bool:
+        return address in self._cluster_ip_refs
 
     def dispatches(self) -> frozenset[Dispatch]:
         """The shapes in use: one dispatch chain each."""
@@ -589,8 +630,10 @@ class Builder:
     ) -> Growth:
         config = state.config
         owners, refs, hairpins = state._owners, state._dispatch_refs, state._hairpin_refs
+        cluster_ips = state._cluster_ip_refs
         shapes: list[Dispatch] = []
         chunks: dict[str, list[str]] = {}
+        new_cluster_ips: list[str] = []
         for name, (info, endpoints) in batch:
             if info.name is not name and info.name != name:
                 raise model.InvalidInput(f"{info.name} is given under the name {name}")
@@ -604,6 +647,8 @@ class Builder:
             for address in port.hairpins:
                 if hairpins[address] == 1:
                     chunks.setdefault(names.HAIRPIN, []).append(f"{address} . {address}")
+            if port.cluster_ip is not None and cluster_ips[port.cluster_ip] == 1:
+                new_cluster_ips.append(port.cluster_ip)
             for frontend in port.frontends:
                 claim = owners[frontend.key]
                 if len(claim) == 1:
@@ -611,6 +656,8 @@ class Builder:
                 elif frontend.key not in self._written:
                     # The port that held it alone until now wrote its elements.
                     self._written[frontend.key] = claim[1] if claim[0] == name else claim[0]
+        if new_cluster_ips:
+            chunks[names.CLUSTER_IPS] = [", ".join(new_cluster_ips)]
         return Growth(tuple(shapes), {}, chunks)
 
     def finish(self) -> tuple[Growth, ProxyState]:
@@ -625,7 +672,8 @@ class Builder:
                 for target, element in _frontend_of(state, written, key).elements():
                     deletes.setdefault(target, []).append(element)
                 _write(chunks, _frontend_of(state, winner, key))
-        for target, element in _config_elements(state.config):  # hairpins went with their ports
+        # Hairpins and ClusterIPs went with their ports.
+        for target, element in _config_elements(state.config):
             chunks.setdefault(target, []).append(element)
         return Growth((), deletes, chunks), state
 
@@ -640,6 +688,8 @@ def _config_elements(config: ProxyConfig) -> Iterator[ElementKey]:
         yield (names.POD_CIDRS, cidr)
     for cidr in config.nodeport_addresses or ():
         yield (names.NODEPORT_ADDRESSES, cidr)
+    for cidr in config.service_cidrs:
+        yield (names.SERVICE_CIDRS, cidr)
 
 
 def _write(chunks: dict[str, list[str]], frontend: _Frontend) -> None:
@@ -679,10 +729,11 @@ class Delta:
     frontends: frozenset[ElementKey]
     dispatches: frozenset[Dispatch]
     hairpins: frozenset[str]
+    cluster_ips: frozenset[str]
 
 
 def delta(old: ProxyState, new: ProxyState) -> Delta:
-    """The frontends, shapes and hairpin addresses the ports that differ touch, old or new.
+    """The frontends, shapes, hairpin addresses and ClusterIPs the ports that differ touch.
 
     Only the ports that changed are looked at when `new` was derived from
     `old` by `update` (directly); otherwise every port is compared.
@@ -690,6 +741,7 @@ def delta(old: ProxyState, new: ProxyState) -> Delta:
     frontends: set[ElementKey] = set()
     dispatches: set[Dispatch] = set()
     hairpins: set[str] = set()
+    cluster_ips: set[str] = set()
     for name in _changed_ports(old, new):
         for state in (old, new):
             port = state._ports.get(name)
@@ -697,7 +749,11 @@ def delta(old: ProxyState, new: ProxyState) -> Delta:
                 frontends.update(f.key for f in port.frontends)
                 dispatches.update(port.dispatches)
                 hairpins |= port.hairpins
-    return Delta(frozenset(frontends), frozenset(dispatches), frozenset(hairpins))
+                if port.cluster_ip is not None:
+                    cluster_ips.add(port.cluster_ip)
+    return Delta(
+        frozenset(frontends), frozenset(dispatches), frozenset(hairpins), frozenset(cluster_ips)
+    )
 
 
 def _changed_ports(old: ProxyState, new: ProxyState) -> set[model.ServicePortName]:

@@ -10,9 +10,11 @@ rendered from. The lab tests send real packets through the same scenarios.
 What it models, per first packet of a connection (nat chains see no other):
 ``services`` (ClusterIP, external IP, NodePort on a local address), the
 dispatch chain (Local-policy short-circuit, masquerade mark, affinity sets
-with their timeouts, the random pick), and postrouting (mark or hairpin →
-masquerade). The random pick comes from `rng`, affinity time from `clock`;
-`Trace.candidates` lists every endpoint the pick could have chosen.
+with their timeouts, the random pick), the filter check after DNAT (a
+destination still in ``@cluster-ips`` → reject, in ``@service-cidrs`` →
+drop), and postrouting (mark or hairpin → masquerade). The random pick
+comes from `rng`, affinity time from `clock`; `Trace.candidates` lists
+every endpoint the pick could have chosen.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Tracer:
             if config.nodeport_addresses is None
             else [ipaddress.ip_network(c) for c in config.nodeport_addresses]
         )
+        self._service_cidrs = [ipaddress.ip_network(c) for c in config.service_cidrs]
 
     def trace(
         self,
@@ -78,6 +81,24 @@ class Tracer:
         """Trace a new connection from `src` to `dst`:`dport`; `from_node`: sent by the node."""
         src = str(ipaddress.ip_address(src))
         dst = str(ipaddress.ip_address(dst))
+        after_nat = self._nat(src, dst, dport, protocol, from_node)
+        if after_nat.verdict not in ("dnat", "accept"):
+            return after_nat
+        # The filter hooks after DNAT: forward, or output for the node's own packets (a
+        # packet from elsewhere to one of the node's addresses goes to input, unchecked).
+        daddr = dst if after_nat.endpoint is None else after_nat.endpoint[0]
+        if not from_node and self._is_local(daddr):
+            return after_nat
+        if (names.CLUSTER_IPS, daddr) in self._elements:
+            return Trace("reject")
+        address = ipaddress.ip_address(daddr)
+        if any(address in cidr for cidr in self._service_cidrs):
+            return Trace("drop")
+        return after_nat
+
+    def _nat(
+        self, src: str, dst: str, dport: int, protocol: model.Protocol, from_node: bool
+    ) -> Trace:
         proto = protocol.lower()
         kind: names.Kind = "ip"
         frontend = f"{dst} . {proto} . {dport}"
