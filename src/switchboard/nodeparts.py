@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import socket
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 from pyroute2 import netns as pyroute2_netns
 
 from switchboard.agent import kubeletapi, runtime
+from switchboard.agent import tasks as agent_tasks
 from switchboard.api import kinds
 from switchboard.client import errors, rest
 from switchboard.dns import main as dns_main
@@ -320,43 +320,10 @@ def dns_companion(options: DnsOptions) -> Callable[[str], Awaitable[None]]:
 def serve_dns(options: DnsOptions) -> int:
     """Run `run_dns` until SIGTERM or SIGINT (`switchboard dns`); the process's exit code."""
     try:
-        _run_until_signalled(lambda: run_dns(options))
+        agent_tasks.run_until_signalled(lambda: run_dns(options))
     except OSError as exc:
         where = ", ".join(f"{host}:{port}" for host, port in options.listen)
         inside = f" in network namespace {options.netns}" if options.netns else ""
         log.error("dns: cannot serve on %s%s: %s", where, inside, exc)
         return 1
     return 0
-
-
-def _run_until_signalled(main: Callable[[], Awaitable[None]]) -> None:
-    """Run `main()` on a new event loop until it ends or SIGTERM or SIGINT cancels it.
-
-    Plain `signal.signal` handlers, not the loop's `add_signal_handler`:
-    pyroute2 forks short-lived helpers, and a forked child shares the loop's
-    signal wakeup socket, so the loop would take a helper's SIGTERM for its
-    own. The handlers check whose signal it is.
-    """
-
-    async def supervised() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        owner = os.getpid()
-
-        def on_signal(signum: int, _: object) -> None:
-            if os.getpid() != owner:  # a forked helper that inherited this handler
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-                return
-            loop.call_soon_threadsafe(task.cancel)
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await main()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    asyncio.run(supervised())

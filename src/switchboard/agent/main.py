@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -151,34 +150,6 @@ def serve(kubeconfig: str | Path, node_name: str, **options: Any) -> int:
     """Run the agent until SIGTERM or SIGINT; the process's exit code.
 
     `options` are `run()`'s keyword arguments (node_ip and data_dir at least).
-
-    The signals get plain `signal.signal` handlers, not the event loop's
-    `add_signal_handler`: pyroute2 forks short-lived helpers (to open netlink
-    sockets inside a namespace) and ends them with SIGTERM, and a forked
-    child shares the loop's signal wakeup socket, so the loop would take the
-    helper's SIGTERM for its own. These handlers check whose signal it is.
     """
-
-    async def main() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
-        owner = os.getpid()
-
-        def on_signal(signum: int, _: object) -> None:
-            if os.getpid() != owner:  # a forked helper that inherited this handler
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-                return
-            loop.call_soon_threadsafe(task.cancel)
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await run(kubeconfig, node_name, **options)
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    asyncio.run(main())
+    agent_tasks.run_until_signalled(lambda: run(kubeconfig, node_name, **options))
     return 0
