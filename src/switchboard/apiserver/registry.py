@@ -128,9 +128,15 @@ class Registry:
 
     def encoded(self, kind: ResourceKind, kv: KeyValue, revision: int = 0) -> bytes:
         """The object as JSON bytes at `revision` (0 = its own), from the stored bytes if it can."""
-        rv = revision or kv.mod_revision
-        data = codec.with_resource_version(kv.value, rv) if _served_as_stored(kind) else None
-        return codec.dumps(self.decoded(kind, kv, rv)) if data is None else data
+        data = self.stored_bytes(kind, kv, revision)
+        return codec.dumps(self.decoded(kind, kv, revision)) if data is None else data
+
+    @staticmethod
+    def stored_bytes(kind: ResourceKind, kv: KeyValue, revision: int = 0) -> bytes | None:
+        """The stored bytes with the resourceVersion spliced in, if this kind is served so."""
+        if not _served_as_stored(kind):
+            return None
+        return codec.with_resource_version(kv.value, revision or kv.mod_revision)
 
     def decoded(self, kind: ResourceKind, kv: KeyValue, revision: int = 0) -> Obj:
         """The object at `revision` (0 = its own), as this kind's API version shows it."""

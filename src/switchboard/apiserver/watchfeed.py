@@ -65,7 +65,9 @@ class _Encodings:
         line = self._lines.get(type_)
         if line is None:
             if self._data is None:
-                self._data = self._registry.encoded(self.kind, self.event.kv, self.event.revision)
+                data = self._registry.stored_bytes(self.kind, self.event.kv, self.event.revision)
+                # Otherwise the object is decoded once, for selector watchers and the line alike.
+                self._data = codec.dumps(self.object()) if data is None else data
             line = self._lines[type_] = b'{"type":"%s","object":%s}\n' % (
                 type_.encode(),
                 self._data,
@@ -74,19 +76,27 @@ class _Encodings:
 
 
 class _Cache:
-    """The encodings of the event in hand.
+    """The encodings of the event in hand, one per kind that watches it.
 
-    One entry is enough: the store gives an event to every watch before it
-    gives the next, and an entry is keyed by the Event object itself.
+    The store gives an event to every watch before it gives the next, so only
+    the event in hand is kept. Two kinds can share a prefix (v1 and
+    events.k8s.io/v1 Events), and their watchers come in any order, so the
+    entry holds one encoding per kind rather than one in all.
     """
 
     def __init__(self) -> None:
-        self._entry: _Encodings | None = None
+        self._event: Event | None = None
+        self._entries: list[_Encodings] = []  # one or two: kinds are not hashable
 
     def of(self, reg: registry.Registry, kind: ResourceKind, event: Event) -> _Encodings:
-        entry = self._entry
-        if entry is None or entry.event is not event or entry.kind is not kind:
-            entry = self._entry = _Encodings(reg, kind, event)
+        if self._event is not event:
+            self._event = event
+            self._entries = []
+        for entry in self._entries:
+            if entry.kind is kind:
+                return entry
+        entry = _Encodings(reg, kind, event)
+        self._entries.append(entry)
         return entry
 
 

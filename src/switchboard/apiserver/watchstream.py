@@ -190,7 +190,6 @@ class _Stream:
     ) -> None:
         self.resp = resp
         self.last_rv = last_rv
-        self._request = request
         # The connection's own transport, kept: `send` runs for every event and watcher.
         self._transport = request.transport
         self._kind = kind

@@ -82,7 +82,7 @@ def stale_filters(
 ) -> list[Filter]:
     """The `conntrack -D` filters for one Service port whose rules changed."""
     info = (current or previous or (None, None))[0]
-    if info is None:
+    if info is None or previous == current:  # a full sync passes every port, changed or not
         return []
     before, after = _targets(previous), _targets(current)
     if name.protocol == "UDP":
@@ -102,7 +102,7 @@ def stale_filters(
         # An endpoint that stopped being a target, or left the slices altogether: a pod that
         # is deleted first stops being a target (it is terminating), and SYNs that raced
         # that change may only get their entry after the first cleanup ran.
-        left = {(e.ip, e.port) for e in before - after} - {(e.ip, e.port) for e in after}
+        left = {(e.ip, e.port) for e in before} - {(e.ip, e.port) for e in after}
         left |= _listed(previous) - _listed(current)
         return [
             ("-p", "tcp", "--state", state, "--reply-src", ip, "--reply-port-src", str(port))

@@ -496,10 +496,8 @@ class ProxyState:
         _hold(self._dispatch_refs, port.dispatches)
         if port.hairpins:
             _hold(self._hairpin_refs, port.hairpins)
-        cluster_ip = port.cluster_ip
-        if cluster_ip is not None:
-            refs = self._cluster_ip_refs
-            refs[cluster_ip] = refs.get(cluster_ip, 0) + 1
+        if port.cluster_ip is not None:
+            _hold(self._cluster_ip_refs, (port.cluster_ip,))
         all_owners = self._owners
         for frontend in port.frontends:
             owners = all_owners.get(frontend.key)
