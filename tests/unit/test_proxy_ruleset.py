@@ -849,6 +849,22 @@ def test_a_full_sync_in_pieces_starts_by_replacing_the_table() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    "config",
+    [
+        CONFIG,
+        ruleset.ProxyConfig(service_cidrs=("10.96.0.0/12",), nodeport_addresses=("198.18.0.0/24",)),
+        ruleset.ProxyConfig(family="ipv6", pod_cidrs=("fd00:10::/64",)),
+    ],
+)
+def test_a_full_sync_in_pieces_writes_the_skeleton_byte_for_byte_as_one_made_whole(
+    config: ruleset.ProxyConfig,
+) -> None:
+    # With ports the pieces order chains and elements by batch, so only the tables compare
+    # equal (above); without any, nothing but the skeleton and the configured sets is left.
+    assert "".join(ruleset.FullSync(config, {})) == str(ruleset.full(ruleset.ProxyState(config)))
+
+
 # -- input checks ---------------------------------------------------------------------------
 
 

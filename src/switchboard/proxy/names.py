@@ -92,10 +92,6 @@ def endpoint_map(kind: Kind, proto: Proto, port: int = 0) -> str:
     return f"{base}-addresses" if port else base
 
 
-def frontend_map(kind: Kind) -> str:
-    return SERVICE_IPS if kind == "ip" else SERVICE_NODEPORTS
-
-
 def dispatch_chain(
     kind: Kind,
     proto: Proto,

@@ -101,16 +101,12 @@ class NftCommand:
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise NftError(f"running nft in {self._where} failed: {exc}") from exc
+            raise NftError(f"running nft in {_where(self.netns)} failed: {exc}") from exc
         if done.returncode != 0:
-            raise NftError(f"nft rejected the script in {self._where}: {done.stderr.strip()}")
+            raise _rejected(self.netns, done.stderr)
 
     def close(self) -> None:
         pass
-
-    @property
-    def _where(self) -> str:
-        return f"network namespace {self.netns}" if self.netns else "this network namespace"
 
 
 def _load_library() -> ctypes.CDLL:
@@ -204,20 +200,18 @@ class LibNftables:
     def _call(self, work: Callable[[], _T]) -> _T:
         return _outcome(self._submit(work).get())  # type: ignore[return-value]
 
-    @property
-    def _where(self) -> str:
-        return f"network namespace {self.netns}" if self.netns else "this namespace"
+    def _check(self, status: int) -> None:
+        """Raise nft's error if the script just run failed (on the worker thread)."""
+        # Read even on success: reading the error buffer resets it for the next script.
+        error = self._library.nft_ctx_get_error_buffer(self._context) or b""
+        if status != 0:
+            raise _rejected(self.netns, error.decode())
 
     def apply(self, script: str) -> None:
         data = script.encode()
 
         def run() -> None:
-            status = self._library.nft_run_cmd_from_buffer(self._context, data)
-            error = self._library.nft_ctx_get_error_buffer(self._context) or b""
-            if status != 0:
-                raise NftError(
-                    f"nft rejected the script in {self._where}: {error.decode().strip()}"
-                )
+            self._check(self._library.nft_run_cmd_from_buffer(self._context, data))
 
         self._call(run)
 
@@ -243,11 +237,7 @@ class LibNftables:
                 # Closed only now, so that a writer blocked on a full pipe gets EPIPE
                 # instead of waiting for ever if nft gave up before the end.
                 os.close(read_end)
-            error = self._library.nft_ctx_get_error_buffer(self._context) or b""  # and resets it
-            if status != 0:
-                raise NftError(
-                    f"nft rejected the script in {self._where}: {error.decode().strip()}"
-                )
+            self._check(status)
 
         try:
             answer = self._submit(run)
@@ -294,6 +284,15 @@ class LibNftables:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _where(netns: str | None) -> str:
+    """The namespace a backend works in, as its error messages name it."""
+    return f"network namespace {netns}" if netns else "this network namespace"
+
+
+def _rejected(netns: str | None, message: str) -> NftError:
+    return NftError(f"nft rejected the script in {_where(netns)}: {message.strip()}")
 
 
 def _outcome(answer: tuple[bool, object]) -> object:

@@ -386,8 +386,10 @@ def _skeleton(config: ProxyConfig) -> list[Command]:
     return s
 
 
-def _base_rules() -> list[Command]:
+def _base_rules(config: ProxyConfig) -> list[Command]:
+    """The rules of the skeleton's base chains, hairpin rule last; they use only `_skeleton`'s."""
     table = "{table}"
+    ip = _TERMS[config.family].match
     check = names.CLUSTER_IPS_CHECK
     mark = names.MASQUERADE_MARK
     unmark = 0xFFFFFFFF ^ mark
@@ -402,15 +404,11 @@ def _base_rules() -> list[Command]:
             f"add rule {table} {names.NAT_POSTROUTING} meta mark & {mark:#x} == {mark:#x} "
             f"meta mark set meta mark & {unmark:#x} masquerade fully-random"
         ),
+        Statement(
+            f"add rule {table} {names.NAT_POSTROUTING} ct status dnat "
+            f"{ip} saddr . {ip} daddr @{names.HAIRPIN} masquerade"
+        ),
     ]
-
-
-def _hairpin_rule(config: ProxyConfig) -> Statement:
-    ip = _TERMS[config.family].match
-    return Statement(
-        f"add rule {{table}} {names.NAT_POSTROUTING} ct status dnat "
-        f"{ip} saddr . {ip} daddr @{names.HAIRPIN} masquerade"
-    )
 
 
 def _shared_objects(
@@ -451,8 +449,7 @@ def _full(state: ProxyState) -> Script:
     config = state.config
     commands = _skeleton(config)
     commands += _shared_objects(config, state.dispatches(), state.affinity_objects())
-    commands += _base_rules()
-    commands.append(_hairpin_rule(config))
+    commands += _base_rules(config)
     commands += [
         AddElements(target, ", ".join(chunks)) for target, chunks in state.element_text().items()
     ]
@@ -500,11 +497,7 @@ class FullSync:
 
     def scripts(self) -> Iterator[Script]:
         config = self.config
-        yield Script(
-            config.family,
-            (*_skeleton(config), *_base_rules(), _hairpin_rule(config)),
-            replace_table=True,
-        )
+        yield Script(config.family, (*_skeleton(config), *_base_rules(config)), replace_table=True)
         builder = Builder(config)
         affinity_sets: set[tuple[Kind, Proto, int, int]] = set()
         pick_chains: set[AffinityObject] = set()

@@ -458,8 +458,7 @@ class ProxyState:
             previous = new._ports.get(name)
             if desired is not None:
                 info, endpoints = desired
-                if info.name is not name and info.name != name:
-                    raise model.InvalidInput(f"{info.name} is given under the name {name}")
+                _check_name(name, info)
                 if (
                     previous is not None
                     and previous.info == info
@@ -570,6 +569,12 @@ class ProxyState:
         return _affinity_objects(self._dispatch_refs)
 
 
+def _check_name(name: model.ServicePortName, info: model.ServicePortInfo) -> None:
+    """Refuse a Service port given under a name other than its own: states are keyed by it."""
+    if info.name is not name and info.name != name:  # `is`: the common case, and cheap
+        raise model.InvalidInput(f"{info.name} is given under the name {name}")
+
+
 def _hold(counts: dict[_R, int], refs: Iterable[_R]) -> None:
     for ref in refs:
         counts[ref] = counts.get(ref, 0) + 1
@@ -633,8 +638,7 @@ class Builder:
         chunks: dict[str, list[str]] = {}
         new_cluster_ips: list[str] = []
         for name, (info, endpoints) in batch:
-            if info.name is not name and info.name != name:
-                raise model.InvalidInput(f"{info.name} is given under the name {name}")
+            _check_name(name, info)
             if name in state._ports:
                 raise ValueError(f"{name} is in two batches")
             port = _render(config, info, endpoints, None)
