@@ -19,7 +19,7 @@ import yaml
 
 from switchboard.api.kinds import Obj
 from switchboard.apiserver import status
-from switchboard.store.protocol import KeyValue
+from switchboard.store.protocol import KeyValue, Splice
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -34,6 +34,14 @@ _META_PREFIX = b'{"metadata":{'
 _META_END = len(_META_PREFIX)
 _SPLICE = b'{"metadata":{"resourceVersion":"%d",'
 _SPLICE_ALONE = b'{"metadata":{"resourceVersion":"%d"'
+# `with_resource_version` done by the store to a page of a list, joined as a JSON array's inside.
+LIST_SPLICE = Splice(
+    opening=_META_PREFIX,
+    closer=b"}",
+    head=b'{"metadata":{"resourceVersion":"',
+    tail=b'",',
+    separator=b",",
+)
 
 
 def encode(obj: Obj) -> bytes:

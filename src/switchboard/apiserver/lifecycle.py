@@ -18,7 +18,8 @@ import logging
 
 from switchboard.api import kinds
 from switchboard.apiserver import status
-from switchboard.apiserver.registry import DeleteOptions, ListOptions, Registry
+from switchboard.apiserver.reads import ListOptions
+from switchboard.apiserver.registry import DeleteOptions, Registry
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,6 @@ namespace finalizer loop in `lifecycle`.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -23,25 +22,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from switchboard.api import fielderrors as fe
-from switchboard.api import selectors
 from switchboard.api.kinds import Obj, ResourceKind
 from switchboard.apiserver import codec, objectsize, status
+from switchboard.apiserver.reads import Reads
 from switchboard.apiserver.strategy import Strategy, for_kind
 from switchboard.store import errors as store_errors
-from switchboard.store.protocol import KeyValue, ListResult, Store
+from switchboard.store.protocol import KeyValue, Store
 
 Mutation = Callable[[Obj], Awaitable[Obj] | Obj]
 
 _MAX_RETRIES = 16
-
-
-@dataclass(frozen=True, slots=True)
-class ListOptions:
-    label_selector: selectors.LabelSelector | None = None
-    field_selector: selectors.FieldSelector | None = None
-    limit: int = 0
-    continue_token: str = ""
-    resource_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +85,7 @@ class WriteHooks:
         return None
 
 
-def matches(kind: ResourceKind, obj: Obj, opts: ListOptions) -> bool:
-    """Whether `obj` passes the label and field selectors of `opts`."""
-    if opts.label_selector is not None and not opts.label_selector.matches(
-        obj.get("metadata", {}).get("labels") or {}
-    ):
-        return False
-    return opts.field_selector is None or opts.field_selector.matches(
-        selectors.object_fields(kind.kind, obj)
-    )
-
-
-class Registry:
+class Registry(Reads):
     def __init__(self, store: Store, hooks: WriteHooks | None = None) -> None:
         self.store = store
         self.hooks = hooks or WriteHooks()
@@ -117,127 +96,6 @@ class Registry:
         if s is None:
             s = self._strategies[kind.gvk] = for_kind(kind)
         return s
-
-    # ---- reads ---------------------------------------------------------------------------
-
-    async def get(self, kind: ResourceKind, namespace: str, name: str) -> Obj:
-        kv = await self.store.get(kind.key(namespace, name))
-        if kv is None:
-            raise status.not_found(kind, name)
-        return self._out(kind, kv)
-
-    def encoded(self, kind: ResourceKind, kv: KeyValue, revision: int = 0) -> bytes:
-        """The object as JSON bytes at `revision` (0 = its own), from the stored bytes if it can."""
-        data = self.stored_bytes(kind, kv, revision)
-        return codec.dumps(self.decoded(kind, kv, revision)) if data is None else data
-
-    @staticmethod
-    def stored_bytes(kind: ResourceKind, kv: KeyValue, revision: int = 0) -> bytes | None:
-        """The stored bytes with the resourceVersion spliced in, if this kind is served so."""
-        if not _served_as_stored(kind):
-            return None
-        return codec.with_resource_version(kv.value, revision or kv.mod_revision)
-
-    def decoded(self, kind: ResourceKind, kv: KeyValue, revision: int = 0) -> Obj:
-        """The object at `revision` (0 = its own), as this kind's API version shows it."""
-        obj = self._out(kind, kv)
-        if revision:
-            obj["metadata"]["resourceVersion"] = str(revision)
-        return obj
-
-    @staticmethod
-    def serves_encoded(kind: ResourceKind, opts: ListOptions) -> bool:
-        """Whether stored bytes can be served as they are (no selector, no conversion)."""
-        return (
-            opts.label_selector is None and opts.field_selector is None and _served_as_stored(kind)
-        )
-
-    async def _list_page(
-        self, prefix: str, revision: int, start_after: str, limit: int
-    ) -> ListResult:
-        try:
-            return await self.store.list(prefix, revision, start_after, limit)
-        except store_errors.Compacted as exc:
-            raise status.gone(
-                "The provided continue parameter is too old to display a consistent list "
-                "result. You can start a new list without the continue parameter."
-            ) from exc
-        except store_errors.FutureRevision as exc:
-            # No list handed out this token: it names a revision not yet written.
-            raise status.bad_request(
-                f"continue key is not valid: {exc}. The continue parameter must be "
-                "the value returned in metadata.continue of a previous list"
-            ) from exc
-
-    async def list_encoded(
-        self, kind: ResourceKind, namespace: str | None, opts: ListOptions
-    ) -> bytes:
-        """The JSON list body built from the stored bytes; only when `serves_encoded`."""
-        start_after = ""
-        revision = 0
-        if opts.continue_token:
-            revision, start_after = codec.decode_continue(opts.continue_token)
-        result = await self._list_page(kind.prefix(namespace), revision, start_after, opts.limit)
-        meta: dict[str, Any] = {"resourceVersion": str(result.revision)}
-        if opts.limit and result.more and result.items:
-            meta["continue"] = codec.encode_continue(result.revision, result.items[-1].key)
-        items = codec.join_with_resource_versions(result.items, lambda kv: self.encoded(kind, kv))
-        head = b'{"kind":"%sList","apiVersion":"%s","metadata":%s,"items":[' % (
-            kind.kind.encode(),
-            kind.api_version.encode(),
-            codec.dumps(meta),
-        )
-        # Joined, not %-formatted: bytes formatting copies a large argument far more slowly.
-        return b"".join((head, items, b"]}"))
-
-    async def list(self, kind: ResourceKind, namespace: str | None, opts: ListOptions) -> Obj:
-        prefix = kind.prefix(namespace)
-        start_after = ""
-        revision = 0
-        if opts.continue_token:
-            revision, start_after = codec.decode_continue(opts.continue_token)
-        items: list[Obj] = []
-        filtering = opts.label_selector is not None or opts.field_selector is not None
-        more = False
-        last_key = ""
-        while True:
-            want = opts.limit - len(items) if opts.limit else 0
-            # When filtering, read in pages so a selective list does not load everything at once.
-            page = max(want, 500) if filtering and want else want
-            result = await self._list_page(prefix, revision, start_after, page)
-            revision = result.revision
-            for kv in result.items:
-                obj = self._out(kind, kv)
-                last_key = kv.key
-                if matches(kind, obj, opts):
-                    items.append(obj)
-                    if opts.limit and len(items) >= opts.limit:
-                        break
-            if opts.limit and len(items) >= opts.limit:
-                more = last_key != result.items[-1].key or result.more
-                break
-            if not result.more:
-                break
-            start_after = result.items[-1].key
-            await asyncio.sleep(0)  # a page may be read on the loop: let others run between
-        meta: dict[str, Any] = {"resourceVersion": str(revision)}
-        if more:
-            meta["continue"] = codec.encode_continue(revision, last_key)
-        return {
-            "kind": f"{kind.kind}List",
-            "apiVersion": kind.api_version,
-            "metadata": meta,
-            "items": items,
-        }
-
-    def _out(self, kind: ResourceKind, kv: KeyValue) -> Obj:
-        obj = codec.decode(kv)
-        # events.k8s.io/v1 and v1 Events share storage; each answers in its own apiVersion.
-        obj["apiVersion"] = kind.api_version
-        obj["kind"] = kind.kind
-        if kind.kind == "Event":
-            _event_field_names(obj, events_v1=kind.group == "events.k8s.io")
-        return obj
 
     # ---- create --------------------------------------------------------------------------
 
@@ -520,33 +378,6 @@ class Registry:
         obj = self._out(kind, deleted)
         await self.hooks.after_delete(kind, obj)
         return obj
-
-
-# Event fields the two versions name differently: (events.k8s.io/v1, v1), as Kubernetes
-# converts them. An Event is stored as written and renamed on the way out, so a client
-# of either version reads the names its models know.
-_EVENT_RENAMES = (
-    ("regarding", "involvedObject"),
-    ("note", "message"),
-    ("reportingController", "reportingComponent"),
-    ("deprecatedSource", "source"),
-    ("deprecatedFirstTimestamp", "firstTimestamp"),
-    ("deprecatedLastTimestamp", "lastTimestamp"),
-    ("deprecatedCount", "count"),
-)
-
-
-def _served_as_stored(kind: ResourceKind) -> bool:
-    # Events are stored in either of two API versions and converted on the way out.
-    return kind.kind != "Event"
-
-
-def _event_field_names(obj: Obj, *, events_v1: bool) -> None:
-    for new_name, old_name in _EVENT_RENAMES:
-        src, dst = (old_name, new_name) if events_v1 else (new_name, old_name)
-        if src in obj:
-            value = obj.pop(src)
-            obj.setdefault(dst, value)
 
 
 def _same_without_rv(new: Obj, old: Obj) -> bool:

@@ -20,7 +20,8 @@ from switchboard.api import patch, schema, selectors
 from switchboard.api.kinds import Obj, ResourceKind
 from switchboard.apiserver import codec, podproxy, status, tables, watchstream
 from switchboard.apiserver.paths import Target
-from switchboard.apiserver.registry import DeleteOptions, ListOptions, Registry
+from switchboard.apiserver.reads import ListOptions
+from switchboard.apiserver.registry import DeleteOptions, Registry
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # Kubernetes' request size limit
 _PATCH_TYPES = (

@@ -28,13 +28,8 @@ from switchboard.api import fielderrors as fe
 from switchboard.api import kinds
 from switchboard.api.kinds import Obj, ResourceKind
 from switchboard.apiserver import codec, status
-from switchboard.apiserver.registry import (
-    NO_TRANSACTION,
-    ListOptions,
-    Registry,
-    Transaction,
-    WriteHooks,
-)
+from switchboard.apiserver.reads import ListOptions
+from switchboard.apiserver.registry import NO_TRANSACTION, Registry, Transaction, WriteHooks
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from switchboard.api.kinds import Obj, ResourceKind
-from switchboard.apiserver import codec, registry, status
+from switchboard.apiserver import codec, reads, registry, status
 from switchboard.store import errors as store_errors
 from switchboard.store.protocol import Event, Watch
 
@@ -111,7 +111,7 @@ class Feed:
         reg: registry.Registry,
         kind: ResourceKind,
         namespace: str | None,
-        opts: registry.ListOptions,
+        opts: reads.ListOptions,
         name: str | None,
         after: int,
     ) -> None:
@@ -134,7 +134,7 @@ class Feed:
         reg: registry.Registry,
         kind: ResourceKind,
         namespace: str | None,
-        opts: registry.ListOptions,
+        opts: reads.ListOptions,
         *,
         name: str | None = None,
     ) -> tuple[Feed, list[Obj] | None]:
@@ -148,7 +148,7 @@ class Feed:
         initial: list[Obj] | None = None
         if rv in ("", "0"):
             listed = await reg.list(
-                kind, namespace, registry.ListOptions(opts.label_selector, opts.field_selector)
+                kind, namespace, reads.ListOptions(opts.label_selector, opts.field_selector)
             )
             initial = [
                 item
@@ -248,10 +248,10 @@ class Feed:
                 return "DELETED"
             return "ADDED" if event.prev is None else "MODIFIED"
         kind, opts = self._kind, self._opts
-        now = registry.matches(kind, encodings.object(), opts)
+        now = reads.matches(kind, encodings.object(), opts)
         if event.type == "DELETE":
             return "DELETED" if now else None
-        before = event.prev is not None and registry.matches(kind, encodings.previous(), opts)
+        before = event.prev is not None and reads.matches(kind, encodings.previous(), opts)
         if now:
             return "MODIFIED" if before else "ADDED"
         return "DELETED" if before else None

@@ -33,7 +33,8 @@ from aiohttp import web
 
 from switchboard.api.kinds import Obj, ResourceKind
 from switchboard.apiserver import status, tables
-from switchboard.apiserver.registry import ListOptions, Registry
+from switchboard.apiserver.reads import ListOptions
+from switchboard.apiserver.registry import Registry
 from switchboard.apiserver.watchfeed import Feed, encode_event
 
 DEFAULT_TIMEOUT = 1800.0

@@ -56,6 +56,37 @@ class ListResult:
     more: bool  # True when `limit` cut the list short
 
 
+@dataclass(frozen=True, slots=True)
+class Splice:
+    """How `Store.list_joined` writes each value's mod_revision into it, and joins them.
+
+    A value that starts with `opening`, followed by a byte other than
+    `closer`, becomes `head + str(mod_revision) + tail + value[len(opening):]`.
+    The apiserver uses it to put an object's resourceVersion into its stored
+    JSON without decoding it: `{"metadata":{` becomes
+    `{"metadata":{"resourceVersion":"N",`, which an empty `{"metadata":{}`
+    (the closer) would turn into bad JSON. The spliced values are joined by
+    `separator`.
+    """
+
+    opening: bytes
+    closer: bytes  # one byte
+    head: bytes
+    tail: bytes
+    separator: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class JoinedList:
+    """A page of a list as `Store.list_joined` returns it: the values spliced and joined."""
+
+    body: bytes
+    count: int  # how many values `body` holds
+    last_key: str  # the page's last key ("" when it is empty): where the next page starts
+    revision: int  # the revision the list was read at
+    more: bool  # True when `limit` cut the list short
+
+
 class Watch(Protocol):
     """An open watch: iterate events; `close()` stops it and ends the iteration."""
 
@@ -92,6 +123,15 @@ class Store(Protocol):
         self, prefix: str, revision: int = 0, start_after: str = "", limit: int = 0
     ) -> ListResult:
         """Live keys under `prefix` in key order, after `start_after`, at most `limit` (0 = all)."""
+        ...
+
+    async def list_joined(
+        self, prefix: str, revision: int, start_after: str, limit: int, splice: Splice
+    ) -> JoinedList | None:
+        """The page `list` would return, as one byte string spliced and joined by `splice`.
+
+        None when a value of the page is not of the splice's shape: `list` it then.
+        """
         ...
 
     async def count(self, prefix: str) -> int: ...

@@ -40,7 +40,7 @@ writers is answered, so an acknowledged write survives kill -9. The store
 must be the only writer of its file. A read that shares a batch with writes
 sees them and is answered once they commit. A page of a paged list is read
 on the event loop itself, in a read transaction of a read-only connection of
-its own (`_Snapshot`), and sees what was committed when it began. SQLite's
+its own (`_reads.Snapshot`), and sees what was committed when it began. SQLite's
 own errors reach callers as errors.StoreError.
 
 Revisions: a read at revision 0 reads now; a read at or below the compacted
@@ -64,12 +64,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import os
-import pathlib
 import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from switchboard.store import _watch, _worker, errors, protocol
+from switchboard.store import _reads, _watch, _worker, errors, protocol
 
 T = TypeVar("T")
 
@@ -96,114 +95,10 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('compact_revision', 0);
 """
 
 _REPLAY_CHUNK = 500  # rows a watch replays per job, so a long replay does not stall writers
-_LOOP_READ_ROWS = 1000  # pages up to this size are read on the event loop (see `_Snapshot`)
+_LOOP_READ_ROWS = 1000  # pages up to this size are read on the event loop (see `_reads.Snapshot`)
 
 
-def _bounds(column: str, prefix: str, start_after: str = "") -> tuple[str, builtins.list[str]]:
-    """A WHERE fragment limiting `column` to keys under `prefix` and after `start_after`.
-
-    A range the index can seek to, not a LIKE it would scan. SQLite compares
-    TEXT as UTF-8 bytes, which orders like Python compares code points.
-    """
-    if start_after >= prefix:
-        sql, params = f"{column} > ?", [start_after]
-    else:
-        sql, params = f"{column} >= ?", [prefix]
-    end = _prefix_end(prefix)
-    if end is not None:
-        sql += f" AND {column} < ?"
-        params.append(end)
-    return sql, params
-
-
-def _prefix_end(prefix: str) -> str | None:
-    """The smallest string above every string starting with `prefix`; None if unbounded."""
-    chars = prefix.rstrip("\U0010ffff")
-    if not chars:
-        return None
-    following = ord(chars[-1]) + 1
-    if 0xD800 <= following <= 0xDFFF:  # surrogates cannot be encoded; skip past them
-        following = 0xE000
-    return chars[:-1] + chr(following)
-
-
-class _Reads:
-    """Reads of the log on `_db`, at `revision` (the newest) above `compacted`."""
-
-    _db: sqlite3.Connection
-    revision: int
-    compacted: int
-
-    def _check_revision(self, revision: int) -> None:
-        if revision > self.revision:
-            raise errors.FutureRevision(revision, self.revision)
-        if revision <= self.compacted:
-            raise errors.Compacted(revision, self.compacted)
-
-    def _live(self, key: str) -> protocol.KeyValue | None:
-        row = self._db.execute(
-            "SELECT k.id, k.create_revision, k.value FROM current c JOIN kv k ON k.id = c.id"
-            " WHERE c.name = ?",
-            (key,),
-        ).fetchone()
-        return protocol.KeyValue(key, row[2], row[1], row[0]) if row else None
-
-    def list(self, prefix: str, revision: int, start_after: str, limit: int) -> protocol.ListResult:
-        fetch = limit + 1 if limit > 0 else -1  # one extra row tells whether there is more
-        if revision:
-            self._check_revision(revision)
-        if revision in (0, self.revision):
-            where, params = _bounds("c.name", prefix, start_after)
-            rows = self._db.execute(
-                "SELECT c.name, k.value, k.create_revision, k.id FROM current c"
-                f" JOIN kv k ON k.id = c.id WHERE {where} ORDER BY c.name LIMIT ?",
-                (*params, fetch),
-            ).fetchall()
-            revision = self.revision
-        else:
-            where, params = _bounds("k.name", prefix, start_after)
-            rows = self._db.execute(
-                "SELECT k.name, k.value, k.create_revision, k.id FROM kv k"
-                f" WHERE {where} AND k.id <= ? AND NOT k.deleted AND NOT EXISTS"
-                " (SELECT 1 FROM kv n WHERE n.name = k.name AND n.prev_revision = k.id"
-                " AND n.id <= ?) ORDER BY k.name LIMIT ?",
-                (*params, revision, revision, fetch),
-            ).fetchall()
-        more = 0 < limit < len(rows)
-        items = builtins.list(map(protocol.KeyValue._make, rows[:limit] if more else rows))
-        return protocol.ListResult(items, revision, more)
-
-
-class _Snapshot(_Reads):
-    """One read transaction on the event loop's own read-only connection.
-
-    Pages of a paged list run here rather than on the worker: a page is one
-    short query, and handing it to the worker and back cost two thread
-    wake-ups and the GIL passed to and fro, a quarter of what reading a page
-    of 500 costs. Longer lists stay on the worker, so the loop is never held
-    for long. WAL lets this read run beside the worker's writes; it sees what
-    was committed when it began, and the revision and compaction point of
-    that moment.
-    """
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-        db.execute("BEGIN")
-        try:
-            row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'kv'").fetchone()
-            self.revision = row[0] if row else 0
-            (self.compacted,) = db.execute(
-                "SELECT value FROM meta WHERE key = 'compact_revision'"
-            ).fetchone()
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-
-    def end(self) -> None:
-        self._db.execute("COMMIT")
-
-
-class _Log(_Reads):
+class _Log(_reads.Reads):
     """The revision log on one connection. Thread-confined: only the worker thread calls it."""
 
     def __init__(self, path: str) -> None:
@@ -250,7 +145,7 @@ class _Log(_Reads):
         events, self.events = self.events, []
         return events
 
-    # Reads (lists also run on the loop's own connection, see `_Snapshot`).
+    # Reads (lists also run on the loop's own connection, see `_reads.Snapshot`).
 
     def get(self, key: str, revision: int) -> protocol.KeyValue | None:
         if revision:
@@ -268,7 +163,7 @@ class _Log(_Reads):
         return protocol.KeyValue(key, row[3], row[2], row[0])
 
     def count(self, prefix: str) -> int:
-        where, params = _bounds("name", prefix)
+        where, params = _reads.bounds("name", prefix)
         row = self._db.execute(f"SELECT count(*) FROM current WHERE {where}", params).fetchone()
         return int(row[0])
 
@@ -278,7 +173,7 @@ class _Log(_Reads):
         """Events under `prefix` with after < revision <= until, oldest first, at most `limit`."""
         if after < self.compacted:
             raise errors.Compacted(after, self.compacted)
-        where, params = _bounds("k.name", prefix)
+        where, params = _reads.bounds("k.name", prefix)
         rows = self._db.execute(
             "SELECT k.id, k.name, k.created, k.deleted, k.create_revision, k.prev_revision,"
             " k.value, p.value FROM kv k LEFT JOIN kv p ON p.id = k.prev_revision AND NOT k.created"
@@ -379,17 +274,6 @@ class _Log(_Reads):
         return self.compact(max(self.revision - window, 0))
 
 
-def _open_reader(path: str) -> sqlite3.Connection:
-    """A read-only connection for the event loop's own reads (see `_Snapshot`)."""
-    # No busy wait: it would stall the event loop. A read that finds the file busy
-    # (rare under WAL) goes to the worker instead.
-    uri = f"{pathlib.Path(path).resolve().as_uri()}?mode=ro"
-    reader = sqlite3.connect(uri, uri=True, timeout=0)
-    reader.isolation_level = None  # transactions begun and ended explicitly, as on the worker
-    reader.execute("PRAGMA cache_size = -65536")
-    return reader
-
-
 class SQLiteStore:
     """A `protocol.Store` in one SQLite file. Use from the event loop that opened it."""
 
@@ -401,7 +285,7 @@ class SQLiteStore:
         compacted: int,
     ) -> None:
         self._worker = worker
-        self._reader = reader  # the loop's own, read-only: see `_Snapshot`
+        self._reader = reader  # the loop's own, read-only: see `_reads.Snapshot`
         # The loop's view of the log: it advances when a batch is delivered, before
         # its callers are answered and its events dispatched.
         self._revision = revision
@@ -429,7 +313,7 @@ class SQLiteStore:
         worker = _worker.Worker(lambda: _Log(os.fspath(path)), loop, deliver)
         revision, compacted = await worker.opened
         try:
-            reader = _open_reader(os.fspath(path))
+            reader = _reads.open_reader(os.fspath(path))
         except sqlite3.Error as exc:
             worker.stop()
             await worker.stopped
@@ -538,27 +422,40 @@ class SQLiteStore:
         await self._worker.stopped
         self._reader.close()
 
+    async def list_joined(
+        self, prefix: str, revision: int, start_after: str, limit: int, splice: protocol.Splice
+    ) -> protocol.JoinedList | None:
+        """The page `list` would return, spliced and joined by `splice`; None if a value is not."""
+        return await self._read_page(
+            limit, lambda reads: reads.list_joined(prefix, revision, start_after, limit, splice)
+        )
+
+    async def _read_page(self, limit: int, read: Callable[[_reads.Reads], T]) -> T:
+        if not 0 < limit <= _LOOP_READ_ROWS:
+            # A long read would hold up the event loop: the worker does it beside the loop.
+            return await self._run(read)
+        if self._closed:
+            raise errors.StoreError("the store is closed; open it again to use it")
+        try:
+            snapshot = _reads.Snapshot(self._reader)
+            try:
+                return read(snapshot)
+            finally:
+                snapshot.end()
+        except sqlite3.OperationalError:
+            # Busy: the worker, which may wait, reads it instead.
+            return await self._run(read)
+        except sqlite3.Error as exc:
+            raise _worker.store_error(exc) from exc
+
     # Defined last: inside the class body `list` names this method from here on.
     async def list(
         self, prefix: str, revision: int = 0, start_after: str = "", limit: int = 0
     ) -> protocol.ListResult:
         """Live keys under `prefix` in key order, after `start_after`, at most `limit` (0 = all)."""
-        if not 0 < limit <= _LOOP_READ_ROWS:
-            # A long read would hold up the event loop: the worker does it beside the loop.
-            return await self._run(lambda log: log.list(prefix, revision, start_after, limit))
-        if self._closed:
-            raise errors.StoreError("the store is closed; open it again to use it")
-        try:
-            snapshot = _Snapshot(self._reader)
-            try:
-                return snapshot.list(prefix, revision, start_after, limit)
-            finally:
-                snapshot.end()
-        except sqlite3.OperationalError:
-            # Busy: the worker, which may wait, reads it instead.
-            return await self._run(lambda log: log.list(prefix, revision, start_after, limit))
-        except sqlite3.Error as exc:
-            raise _worker.store_error(exc) from exc
+        return await self._read_page(
+            limit, lambda reads: reads.list(prefix, revision, start_after, limit)
+        )
 
 
 if TYPE_CHECKING:
