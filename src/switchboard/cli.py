@@ -74,6 +74,14 @@ def _agent(args: argparse.Namespace) -> int:
     if not args.node_ip:
         print("switchboard agent: --node-ip is required (unless --proxy-only)", file=sys.stderr)
         return 2
+    if args.netns and not args.no_dns and args.dns_upstreams_from:
+        # As `switchboard dns`: forwarding would leave from this process's namespace.
+        print(
+            "switchboard agent: forwarding DNS to upstreams is not supported with --netns yet; "
+            "drop --dns-upstreams-from",
+            file=sys.stderr,
+        )
+        return 2
     companions = [] if args.no_proxy else [nodeparts.proxy_companion(proxy)]
     if not args.no_dns:
         dns = nodeparts.DnsOptions(
