@@ -64,7 +64,6 @@ import os
 import signal
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,9 +74,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-import yaml
 
-from bench import _bare_fanout, _list_pages, _watch_streams
+from bench import _bare_fanout, _list_pages, _processes, _watch_streams
 
 TARGET = 3.0
 CONCURRENCY = 32
@@ -121,72 +119,17 @@ class BenchError(Exception):
 # ---- the server under test -----------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-    def memory_kib(self) -> tuple[int, int]:
-        """(VmRSS, VmHWM) of the server process, in KiB."""
-        fields = {}
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            fields[name] = value
-        return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
-
-
 @contextlib.contextmanager
-def running_server(data_dir: Path) -> Iterator[Server]:
-    """Start `switchboard apiserver` on a free loopback port; stop it by its pid on the way out."""
-    kubeconfig = data_dir / "kubeconfig"
-    log = data_dir / "apiserver.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "switchboard.cli",
-                "apiserver",
-                "--data-dir",
-                str(data_dir),
-                "--bind-address",
-                "127.0.0.1",
-                "--port",
-                "0",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while not kubeconfig.exists():
-            if process.poll() is not None:
-                raise BenchError(f"the apiserver exited {process.returncode}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"the apiserver wrote no kubeconfig in {START_SECONDS:.0f} s")
-            time.sleep(0.02)
-        config = yaml.safe_load(kubeconfig.read_text())
-        yield Server(process, config["clusters"][0]["cluster"]["server"], log)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-                print(
-                    f"note: the apiserver had not stopped {STOP_SECONDS:.0f} s after SIGTERM,"
-                    " so it was killed",
-                    file=sys.stderr,
-                )
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
+def running_server(data_dir: Path) -> Iterator[_processes.Apiserver]:
+    """The apiserver (bench/_processes.py); its failing to start is this benchmark's BenchError."""
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(
+                _processes.running_apiserver(data_dir, START_SECONDS, STOP_SECONDS)
+            )
+        except _processes.ProcessError as exc:
+            raise BenchError(str(exc)) from exc
+        yield server
 
 
 # ---- what is written ------------------------------------------------------------------------

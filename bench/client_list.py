@@ -30,25 +30,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
+from bench import _processes
 
 NAMESPACE = "bench"  # its own, so the count is exactly what was created
 PAGE = 500
 PASSES = 3
 CONCURRENCY = 32
-START_SECONDS = 30.0
-STOP_SECONDS = 5.0
 CHILD_SECONDS = 120.0
 CLIENTS = ("switchboard", "kubernetes")
 ENDPOINTS_PER_SLICE = 10
@@ -56,15 +52,6 @@ ENDPOINTS_PER_SLICE = 10
 
 class BenchError(Exception):
     """The benchmark could not measure."""
-
-
-def _memory_kib() -> tuple[int, int]:
-    """(VmRSS, VmHWM) of this process, in KiB."""
-    fields = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        fields[name] = value
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
 # ---- the two clients, each run in a child process -------------------------------------------
@@ -79,7 +66,7 @@ def _list_with_switchboard(kubeconfig: Path, plural: str) -> tuple[list[float], 
     async def passes() -> tuple[list[float], int, int]:
         async with rest.Client.from_kubeconfig(kubeconfig) as client:
             await client.get(kinds.NAMESPACES, None, NAMESPACE)  # connect before timing
-            before, _ = _memory_kib()
+            before, _ = _processes.memory_kib("self")
             times, count = [], 0
             for _ in range(PASSES):
                 start = time.perf_counter()
@@ -103,7 +90,7 @@ def _list_with_kubernetes(kubeconfig: Path, plural: str) -> tuple[list[float], i
         else client.DiscoveryV1Api(api_client).list_namespaced_endpoint_slice
     )
     core.read_namespace(NAMESPACE)  # connect before timing
-    before, _ = _memory_kib()
+    before, _ = _processes.memory_kib("self")
     times, count = [], 0
     for _ in range(PASSES):
         start = time.perf_counter()
@@ -128,14 +115,14 @@ def _fetch_only(kubeconfig: Path, plural: str) -> tuple[list[float], int, int]:
 
     import aiohttp
 
-    server = yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    server = _processes.server_url(kubeconfig)
     group = "/api/v1" if plural == "services" else "/apis/discovery.k8s.io/v1"
     url = f"{server}{group}/namespaces/{NAMESPACE}/{plural}"
     token_re = re.compile(rb'"continue":"([^"]*)"')
 
     async def passes() -> tuple[list[float], int, int]:
         async with aiohttp.ClientSession() as session:
-            before, _ = _memory_kib()
+            before, _ = _processes.memory_kib("self")
             times, count = [], 0
             for _ in range(PASSES):
                 start = time.perf_counter()
@@ -162,7 +149,7 @@ def child(which: str, plural: str, kubeconfig: Path) -> None:
         "http": _fetch_only,
     }[which]
     times, count, before = lister(kubeconfig, plural)
-    _, peak = _memory_kib()
+    _, peak = _processes.memory_kib("self")
     print(json.dumps({"times": times, "count": count, "before_kib": before, "peak_kib": peak}))
 
 
@@ -195,38 +182,7 @@ def measure(which: str, plural: str, kubeconfig: Path) -> Figures:
     return Figures(**json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-# ---- the server and the Services -------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def running_server(data_dir: Path) -> Iterator[Path]:
-    """Start `switchboard apiserver` on a free loopback port; stop it by its pid on the way out."""
-    kubeconfig = data_dir / "kubeconfig"
-    with (data_dir / "apiserver.log").open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.cli", "apiserver", "--data-dir", str(data_dir),
-             "--bind-address", "127.0.0.1", "--port", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + START_SECONDS
-        while not kubeconfig.exists():
-            if process.poll() is not None:
-                raise BenchError(f"the apiserver exited {process.returncode}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"the apiserver wrote no kubeconfig in {START_SECONDS:.0f} s")
-            time.sleep(0.02)
-        yaml.safe_load(kubeconfig.read_text())  # fully written (it is replaced atomically)
-        yield kubeconfig
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+# ---- the Services and EndpointSlices -------------------------------------------------------
 
 
 def service(i: int) -> dict[str, object]:
@@ -284,7 +240,8 @@ async def create_objects(kubeconfig: Path, count: int) -> float:
 
 
 def run(work: Path, count: int) -> None:
-    with running_server(work) as kubeconfig:
+    with _processes.running_apiserver(work) as apiserver:
+        kubeconfig = apiserver.kubeconfig
         created = asyncio.run(create_objects(kubeconfig, count))
         print(
             f"  for information: created {count} services and {count} endpointslices"
@@ -342,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="switchboard-bench-") as work:
         try:
             run(Path(work), args.services)
-        except (BenchError, subprocess.TimeoutExpired, OSError) as exc:
+        except (BenchError, _processes.ProcessError, subprocess.TimeoutExpired, OSError) as exc:
             print(f"client_list: could not measure: {exc}", file=sys.stderr)
             return 1
     return 0

@@ -53,9 +53,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import _processes
+
 TARGET_RATIO = 0.5
 TARGET_P99_MS = 2.0
 NAMESPACE = "default"
+STOP_SECONDS = 10.0
 
 
 def service_ip(i: int) -> str:
@@ -105,7 +108,7 @@ def switchboard(services: int, zone: str, cache: bool) -> Iterator[int]:
             raise RuntimeError(f"the Switchboard DNS child did not start (exit {proc.poll()})")
         yield int(line)
     finally:
-        _end(proc)
+        _processes.stop(proc, STOP_SECONDS)
 
 
 # ---- the dnsmasq side --------------------------------------------------------------------------
@@ -148,7 +151,7 @@ def dnsmasq(binary: str, hosts: Path, workdir: Path) -> Iterator[int]:
         _wait_answering(port, proc)
         yield port
     finally:
-        _end(proc)
+        _processes.stop(proc, STOP_SECONDS)
 
 
 def _wait_answering(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -164,16 +167,6 @@ def _wait_answering(port: int, proc: subprocess.Popen[bytes]) -> None:
                 if sock.recv(512)[:2] == b"\x12\x34":
                     return
     raise RuntimeError("dnsmasq did not answer within 10 s")
-
-
-def _end(proc: subprocess.Popen[bytes] | subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ---- dnsperf -----------------------------------------------------------------------------------

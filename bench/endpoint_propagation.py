@@ -34,11 +34,10 @@ import os
 import random
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +45,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-import yaml
+
+from bench import _processes
 
 TARGET_P99 = 0.050
 PODS_PER_SERVICE = 3
@@ -57,8 +57,6 @@ NODE = "bench-node"
 NODE_LEASES = "kube-node-lease"
 SLICE_LABEL = "kubernetes.io/service-name"
 BUDGET_SECONDS = 290.0
-START_SECONDS = 30.0
-STOP_SECONDS = 5.0
 REQUEST_SECONDS = 60.0
 EVENT_SECONDS = 10.0
 SETTLE_SECONDS = 150.0
@@ -70,66 +68,6 @@ Obj = dict[str, Any]
 
 class BenchError(Exception):
     """The benchmark could not measure: a request failed or a process misbehaved."""
-
-
-# ---- the processes --------------------------------------------------------------------------
-
-
-def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"no VmRSS for process {pid}")
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    with contextlib.suppress(OSError):
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    return ""
-
-
-def _stop(process: subprocess.Popen[bytes], what: str) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            print(
-                f"note: the {what} had not stopped after SIGTERM, so it was killed", file=sys.stderr
-            )
-
-
-@contextlib.contextmanager
-def running(argv: list[str], log: Path, what: str) -> Iterator[subprocess.Popen[bytes]]:
-    """`switchboard ARGV` as a process, stopped by its own pid on the way out."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "switchboard.cli", *argv], stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        yield process
-    finally:
-        _stop(process, what)
-
-
-@contextlib.contextmanager
-def running_apiserver(data_dir: Path) -> Iterator[str]:
-    """The apiserver on a free loopback port; yields its URL."""
-    kubeconfig = data_dir / "kubeconfig"
-    log = data_dir / "apiserver.log"
-    argv = ["apiserver", "--data-dir", str(data_dir), "--bind-address", "127.0.0.1", "--port", "0"]
-    with running(argv, log, "apiserver") as process:
-        deadline = time.monotonic() + START_SECONDS
-        while not kubeconfig.exists():
-            if process.poll() is not None:
-                raise BenchError(f"the apiserver exited {process.returncode}:\n{_tail(log)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"the apiserver wrote no kubeconfig in {START_SECONDS:.0f} s")
-            time.sleep(0.02)
-        config = yaml.safe_load(kubeconfig.read_text())
-        yield config["clusters"][0]["cluster"]["server"]
 
 
 # ---- what is written ------------------------------------------------------------------------
@@ -415,7 +353,8 @@ async def run(work: Path, services: int) -> None:
         f" size: {services} Services, {pods} pods"
     )
     (work / "apiserver").mkdir()
-    with running_apiserver(work / "apiserver") as base:
+    with _processes.running_apiserver(work / "apiserver") as apiserver:
+        base = apiserver.url
         connector = aiohttp.TCPConnector(limit=CONCURRENCY)
         timeout = aiohttp.ClientTimeout(total=REQUEST_SECONDS)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -427,26 +366,26 @@ async def run(work: Path, services: int) -> None:
                     f"  for information: filled the store in {filled:.1f} s"
                     f" ({services + 2 * pods} requests, {CONCURRENCY} in flight)"
                 )
-                kubeconfig = work / "apiserver" / "kubeconfig"
-                argv = ["controller-manager", "--kubeconfig", str(kubeconfig), "--no-leader-elect"]
+                kubeconfig = str(apiserver.kubeconfig)
+                argv = ["controller-manager", "--kubeconfig", kubeconfig, "--no-leader-elect"]
                 log = work / "controller-manager.log"
-                with running(argv, log, "controller-manager") as manager:
+                with _processes.running(argv, log, "controller-manager") as manager:
                     started = time.perf_counter()
                     revision = await wait_for_slices(session, base, services)
                     if manager.poll() is not None:
-                        raise BenchError(f"the controller-manager exited:\n{_tail(log)}")
+                        raise BenchError(f"the controller-manager exited:\n{_processes.tail(log)}")
                     print(
                         f"  for information: the controller-manager wrote slices for every"
                         f" Service {time.perf_counter() - started:.1f} s after it started"
                     )
                     await asyncio.sleep(QUIET_SECONDS)
-                    steady_rss = _rss_kib(manager.pid)
+                    steady_rss, _ = _processes.memory_kib(manager.pid)
                     samples = random.Random(0).sample(range(pods), SAMPLES)
                     latencies = []
                     async with watching_slices(base, revision) as watch:
                         for index in samples:
                             latencies.append(await propagate(session, base, watch, index))
-                    end_rss = _rss_kib(manager.pid)
+                    end_rss, _ = _processes.memory_kib(manager.pid)
             finally:
                 renewing.cancel()
                 await asyncio.gather(renewing, return_exceptions=True)
@@ -488,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 1
-        except (BenchError, aiohttp.ClientError) as exc:
+        except (BenchError, _processes.ProcessError, aiohttp.ClientError) as exc:
             print(f"endpoint_propagation: could not measure: {exc}", file=sys.stderr)
             return 1
     return 0

@@ -35,12 +35,13 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from bench import _processes
 
 NAMESPACE = "bench-pod-start"
 IMAGE = "registry.k8s.io/e2e-test-images/agnhost:2.53"
@@ -54,30 +55,13 @@ PEER = (
 
 
 class BenchError(Exception):
-    """The benchmark could not measure: the lab did not start, or a pod never became Ready."""
+    """The benchmark could not measure: a request failed, or a pod never became Ready."""
 
 
 def percentile(values: list[float], fraction: float) -> float:
     """The nearest-rank percentile of `values`."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise BenchError(f"process {pid} shows no VmRSS")
-
-
-def switchboard(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "switchboard.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def pod(name: str) -> dict[str, Any]:
@@ -209,27 +193,13 @@ def process_latencies(count: int, batch: int) -> list[float]:
                     raise BenchError(f"{len(pending)} bare netexec processes never answered")
                 time.sleep(0.005)
     finally:
-        for process in started:
-            process.terminate()
-        for process in started:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        _processes.stop_all(started)
     return latencies
 
 
 def agent_pid(data_dir: Path) -> int:
     state = json.loads((data_dir / "lab.json").read_text())
     return next(int(p["pid"]) for p in state["processes"] if p["role"].startswith("agent"))
-
-
-def kubeconfig_server(data_dir: Path) -> str:
-    for line in (data_dir / "kubeconfig").read_text().splitlines():
-        if line.strip().startswith("server:"):
-            return line.split(":", 1)[1].strip()
-    raise BenchError("the lab's kubeconfig names no server")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,26 +210,17 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     peer = process_latencies(args.pods, args.batch)
-    with tempfile.TemporaryDirectory(prefix="bench-pod-start-") as tmp:
-        data_dir = Path(tmp) / "lab"
-        try:
-            up = switchboard(
-                "up", "--nodes", "1", "--data-dir", str(data_dir), "--detach", timeout=300
-            )
-            if up.returncode != 0:
-                raise BenchError(f"switchboard up failed: {up.stdout}{up.stderr}")
+    try:
+        with _processes.lab(nodes=1, prefix="bench-pod-start-") as data_dir:
             agent = agent_pid(data_dir)
-            idle_kib = rss_kib(agent)
-            pods = asyncio.run(pod_latencies(kubeconfig_server(data_dir), args.pods, args.batch))
+            idle_kib, _ = _processes.memory_kib(agent)
+            server = _processes.server_url(data_dir / "kubeconfig")
+            pods = asyncio.run(pod_latencies(server, args.pods, args.batch))
             time.sleep(2)  # let the last status writes and probes settle
-            busy_kib = rss_kib(agent)
-        except BenchError as exc:
-            print(f"pod_start: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            down = switchboard("down", "--data-dir", str(data_dir), timeout=180)
-            if down.returncode != 0:
-                print(f"switchboard down failed: {down.stdout}{down.stderr}", file=sys.stderr)
+            busy_kib, _ = _processes.memory_kib(agent)
+    except (BenchError, _processes.ProcessError) as exc:
+        print(f"pod_start: {exc}", file=sys.stderr)
+        return 1
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     print(f"{args.pods} pods, {args.batch} at a time")
     print(f"{'':34} {'p50':>9} {'p99':>9} {'mean':>9}")

@@ -45,7 +45,6 @@ non-zero only if it could not measure.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -53,10 +52,8 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,10 +61,11 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 
+from bench import _processes
+
 NAMESPACE = "default"
 AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 POD_NETNS_PREFIX = "sbpod-"  # the agent's default: the pod's namespace is this + its uid
-CLI = [sys.executable, "-m", "switchboard.cli"]
 
 # Run inside the client pod's namespace: asks host:port/hostname on a new connection
 # each time and prints "<hostname> <monotonic time>" the first time a name answers
@@ -185,32 +183,6 @@ def manifests() -> list[dict[str, Any]]:
         service("iperf", 5201, 5201),
         service("echo", 80, 8080),
     ]
-
-
-@contextlib.contextmanager
-def lab() -> Iterator[Path]:
-    """A 2-node lab in a temporary directory; `down` and the directory removed on the way out."""
-    data = Path(tempfile.mkdtemp(prefix="sb-proxy-lab-"))
-    try:
-        subprocess.run(
-            [*CLI, "up", "--nodes", "2", "--data-dir", str(data), "--detach"],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        yield data
-    finally:
-        done = subprocess.run(
-            [*CLI, "down", "--data-dir", str(data)],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
-        if done.returncode != 0:
-            print(f"proxy_lab: switchboard down failed: {done.stderr.strip()}", file=sys.stderr)
-        shutil.rmtree(data, ignore_errors=True)
 
 
 def kubectl(data: Path, *args: str, stdin: str | None = None) -> str:
@@ -340,12 +312,7 @@ class Poller:
             return self.first.get(name)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _processes.stop(self.proc)
 
 
 def wait_for(check: Any, timeout: float, what: str) -> Any:
@@ -434,7 +401,7 @@ def verdict(value: float, target: float, at_least: bool) -> str:
 
 
 def bench(args: argparse.Namespace) -> None:
-    with lab() as data:
+    with _processes.lab(nodes=2, prefix="sb-proxy-lab-") as data:
         k8s_config.load_kube_config(str(data / "kubeconfig"))
         api = k8s.CoreV1Api()
         kubectl(
@@ -556,7 +523,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} as the run began")
     try:
         bench(args)
-    except (OSError, subprocess.SubprocessError, TimeoutError, k8s.ApiException) as exc:
+    except (
+        OSError,
+        subprocess.SubprocessError,
+        TimeoutError,
+        k8s.ApiException,
+        _processes.ProcessError,
+    ) as exc:
         detail = getattr(exc, "stderr", None) or ""
         print(f"proxy_lab: could not measure: {exc} {detail}".strip(), file=sys.stderr)
         return 1
