@@ -18,6 +18,7 @@ def _apiserver(args: argparse.Namespace) -> int:
         bind_address=args.bind_address,
         port=args.port,
         bookmark_interval=args.bookmark_interval,
+        resource_version_wait=args.resource_version_wait,
         service_cidr=args.service_cluster_ip_range,
         node_port_range=args.service_node_port_range,
     )
@@ -179,6 +180,13 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="seconds between BOOKMARK events on watches that allow them",
+    )
+    api.add_argument(
+        "--resource-version-wait",
+        type=float,
+        default=3.0,
+        help="seconds a get or list waits for a resourceVersion not yet reached, before "
+        "answering 504 Too large resource version (default 3, as Kubernetes)",
     )
     api.add_argument(
         "--service-cluster-ip-range",

@@ -543,6 +543,8 @@ def test_a_deployment_whose_selector_misses_its_template_is_invalid(
     assert exc.status == 422
     assert status["details"]["group"] == "apps"
     assert "spec.template.metadata.labels" in {c["field"] for c in status["details"]["causes"]}
+    # The message names the group-qualified kind, as Kubernetes' NewInvalid does.
+    assert status["message"].startswith('Deployment.apps "web" is invalid: ')
 
 
 def test_a_replicaset_is_created_read_listed_patched_and_deleted(apps: Any, namespace: str) -> None:

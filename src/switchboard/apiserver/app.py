@@ -28,7 +28,12 @@ METRICS_KEY = web.AppKey("metrics_obj", Metrics)
 
 
 def _error_response(err: status.APIError) -> web.Response:
-    return json_response(err.status(), err.code)
+    resp = json_response(err.status(), err.code)
+    # As Kubernetes' ErrorNegotiated: client-go reads the header, not the body's field.
+    retry_after = (err.details or {}).get("retryAfterSeconds")
+    if retry_after:
+        resp.headers["Retry-After"] = str(retry_after)
+    return resp
 
 
 @web.middleware

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from switchboard.api import patch, schema, selectors
 from switchboard.api.kinds import Obj, ResourceKind
-from switchboard.apiserver import codec, podproxy, status, tables, watchstream
+from switchboard.apiserver import codec, podproxy, reads, status, tables, watchstream
 from switchboard.apiserver.paths import Target
 from switchboard.apiserver.reads import ListOptions
 from switchboard.apiserver.registry import DeleteOptions, Registry
@@ -32,6 +32,7 @@ _PATCH_TYPES = (
 )
 
 _PATCH_ERROR_REASONS = {413: "RequestEntityTooLarge", 415: "UnsupportedMediaType", 422: "Invalid"}
+_GOT_AT = ("", "status", "scale")  # subresources whose GET takes a resourceVersion
 
 
 def wants_table(request: web.Request) -> bool:
@@ -49,7 +50,10 @@ def json_response(body: Any, code: int = 200, warnings: list[str] | None = None)
     return resp
 
 
-def list_options(query: Mapping[str, str], kind: ResourceKind) -> ListOptions:
+def list_options(
+    query: Mapping[str, str], kind: ResourceKind, *, watch: bool = False
+) -> ListOptions:
+    """The query's ListOptions, refused (400, or 422 as ValidateListOptions) if malformed."""
     label = field = None
     try:
         if query.get("labelSelector"):
@@ -66,13 +70,22 @@ def list_options(query: Mapping[str, str], kind: ResourceKind) -> ListOptions:
         raise status.bad_request(f"invalid limit: {query.get('limit')}") from exc
     if limit >= 2**63:  # an int64, as in Kubernetes; the store cannot take more either
         raise status.bad_request(f"invalid limit: {query.get('limit')}")
-    return ListOptions(
+    opts = ListOptions(
         label_selector=label,
         field_selector=field,
         limit=max(0, limit),
         continue_token=query.get("continue", ""),
         resource_version=query.get("resourceVersion", ""),
+        resource_version_match=query.get("resourceVersionMatch", ""),
+        # Go decodes any value but "false" and "0" as true; sent at all, it is set.
+        send_initial_events=(
+            query["sendInitialEvents"].lower() not in ("false", "0")
+            if "sendInitialEvents" in query
+            else None
+        ),
     )
+    reads.check_options(opts, watch=watch)
+    return opts
 
 
 def without_nulls(value: Any) -> Any:
@@ -127,7 +140,7 @@ class Resources:
                 self.registry,
                 kind,
                 target.namespace,
-                list_options(request.query, kind),
+                list_options(request.query, kind, watch=True),
                 name=name_field,
             )
         namespace = target.namespace or ""
@@ -168,7 +181,9 @@ class Resources:
     # ---- reads ---------------------------------------------------------------------------
 
     async def _get(self, request: web.Request, target: Target) -> web.StreamResponse:
-        obj = await self.registry.get(target.kind, target.namespace or "", target.name)
+        # GetOptions.resourceVersion: for the object and its status and scale, not its log.
+        rv = request.query.get("resourceVersion", "") if target.subresource in _GOT_AT else ""
+        obj = await self.registry.get(target.kind, target.namespace or "", target.name, rv)
         if target.subresource == "scale":
             return json_response(to_scale(obj))
         if target.subresource == "log":

@@ -18,7 +18,7 @@ import yaml
 from aiohttp import web
 
 from switchboard.apiserver import app as app_module
-from switchboard.apiserver import lifecycle, services
+from switchboard.apiserver import lifecycle, reads, services
 from switchboard.apiserver.registry import Registry
 from switchboard.store.sqlite import SQLiteStore
 
@@ -30,6 +30,8 @@ class Config:
     port: int = 6443
     bookmark_interval: float = 60.0
     compact_window: int = 10000
+    # How long a get or list waits for a resourceVersion the store has not reached.
+    resource_version_wait: float = reads.RESOURCE_VERSION_WAIT
     service_cidr: str = services.DEFAULT_SERVICE_CIDR
     node_port_range: str = services.DEFAULT_NODE_PORT_RANGE
 
@@ -66,6 +68,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     store = await SQLiteStore.open(config.data_dir / "state.db")
     hooks = services.ServiceHooks(config.service_cidr, config.node_port_range)
     registry = Registry(store, hooks)
+    registry.resource_version_wait = config.resource_version_wait
     # The stored Services are the record of what is allocated: rebuild before serving.
     await hooks.repair(registry)
     await lifecycle.bootstrap(registry)

@@ -6,8 +6,8 @@ against a real cluster (`Error from server (NotFound): pods "x" not found`).
 
     APIError(code, reason, message, details)
     ├── not_found / already_exists / conflict      404 / 409 / 409
-    ├── invalid (422, details.causes per field)
-    ├── bad_request / forbidden / gone / ...
+    ├── invalid / invalid_options (422, details.causes per field)
+    ├── bad_request / forbidden / gone / too_large_resource_version (504) / ...
     └── method_not_allowed / unsupported_media_type / too_large / object_too_large
 """
 
@@ -84,7 +84,19 @@ def invalid(kind: ResourceKind, name: str, errors: list[fielderrors.FieldError])
     }
     if kind.group:
         details["group"] = kind.group
-    return APIError(422, "Invalid", fielderrors.message(kind.kind, name, errors), details)
+    # The message names the GroupKind, as Go's GroupKind.String(): "Deployment.apps".
+    qualified = f"{kind.kind}.{kind.group}" if kind.group else kind.kind
+    return APIError(422, "Invalid", fielderrors.message(qualified, name, errors), details)
+
+
+def invalid_options(kind: str, group: str, errors: list[fielderrors.FieldError]) -> APIError:
+    """422 for request options (ListOptions.meta.k8s.io), which have no name."""
+    details = {
+        "kind": kind,
+        "group": group,
+        "causes": [{"reason": e.reason, "message": e.body, "field": e.field} for e in errors],
+    }
+    return APIError(422, "Invalid", fielderrors.message(f"{kind}.{group}", "", errors), details)
 
 
 def bad_request(message: str) -> APIError:
@@ -97,6 +109,21 @@ def forbidden(message: str, kind: ResourceKind | None = None, name: str = "") ->
 
 def gone(message: str) -> APIError:
     return APIError(410, "Expired", message)
+
+
+def too_large_resource_version(requested: int, current: int, retry_after: int) -> APIError:
+    """504: a read asked for a revision the store has not reached (storage/errors.go)."""
+    details: dict[str, Any] = {
+        "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}]
+    }
+    if retry_after:  # Go omits a zero retryAfterSeconds
+        details["retryAfterSeconds"] = retry_after
+    return APIError(
+        504,
+        "Timeout",
+        f"Timeout: Too large resource version: {requested}, current: {current}",
+        details,
+    )
 
 
 def method_not_allowed(message: str) -> APIError:
