@@ -474,21 +474,51 @@ def test_a_watch_refuses_a_match_without_send_initial_events(
     )
 
 
-def test_a_watch_list_with_send_initial_events_and_not_older_than_starts(
+def watch_events(srv: ApiServer, ns: str, **query: str) -> list[dict[str, Any]]:
+    """The events of a watch that ends after a second, as (type, name or bookmark) lines."""
+    reply = srv.request("GET", services(ns, watch="true", timeoutSeconds="1", **query))
+    assert reply.status == 200, reply.body
+    return [json.loads(line) for line in reply.body.splitlines()]
+
+
+def test_a_watch_list_starts_with_the_state_at_its_revision_and_marks_the_end(
     apiserver: ApiServer, namespace: str
 ) -> None:
     create(apiserver, services(namespace), service("a"))
-    query = {
-        "watch": "true",
-        "sendInitialEvents": "true",
-        "resourceVersionMatch": "NotOlderThan",
-        "allowWatchBookmarks": "true",
-        "timeoutSeconds": "1",
-    }
-    reply = apiserver.request("GET", services(namespace, **query))
-    assert reply.status == 200, reply.body
-    events = [json.loads(line) for line in reply.body.splitlines()]
-    assert (events[0]["type"], events[0]["object"]["metadata"]["name"]) == ("ADDED", "a")
+    create(apiserver, services(namespace), service("b"))
+    revision = get_json(apiserver, services(namespace))["metadata"]["resourceVersion"]
+    for rv in ({}, {"resourceVersion": "0"}, {"resourceVersion": revision}):
+        events = watch_events(
+            apiserver,
+            namespace,
+            sendInitialEvents="true",
+            resourceVersionMatch="NotOlderThan",
+            allowWatchBookmarks="true",
+            **rv,
+        )
+        assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [
+            ("ADDED", "a"),
+            ("ADDED", "b"),
+            ("BOOKMARK", None),
+        ], rv
+        end = events[-1]["object"]["metadata"]
+        assert end["annotations"] == {"k8s.io/initial-events-end": "true"}
+        assert int(end["resourceVersion"]) >= int(revision)
+
+
+def test_a_watch_without_initial_events_starts_from_now(
+    apiserver: ApiServer, namespace: str
+) -> None:
+    create(apiserver, services(namespace), service("a"))
+    timer = threading.Timer(0.3, create, (apiserver, services(namespace), service("c")))
+    timer.start()
+    try:
+        events = watch_events(
+            apiserver, namespace, sendInitialEvents="false", resourceVersionMatch="NotOlderThan"
+        )
+    finally:
+        timer.join()
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "c")]
 
 
 # ---- unreadable resourceVersions and continue ------------------------------------------------

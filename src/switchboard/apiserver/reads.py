@@ -244,13 +244,13 @@ class Reads:
         """
         revision = parse_resource_version(resource_version)
         if revision:
-            await self._fresh(revision)
+            await self.wait_for(revision)
         kv = await self.store.get(kind.key(namespace, name))
         if kv is None:
             raise status.not_found(kind, name)
         return self._out(kind, kv)
 
-    async def _fresh(self, revision: int) -> None:
+    async def wait_for(self, revision: int) -> None:
         """Return once the store is at `revision` or beyond; 504 if it is not in time.
 
         As the watch cache's waitUntilFreshAndBlock: Kubernetes then answers
@@ -286,7 +286,7 @@ class Reads:
         revision = parse_resource_version(opts.resource_version)
         if not revision:
             return _Start()
-        await self._fresh(revision)
+        await self.wait_for(revision)
         match = opts.resource_version_match
         if match == EXACT or (not match and opts.limit > 0):
             return _Start(revision)

@@ -138,15 +138,21 @@ class Feed:
         *,
         name: str | None = None,
     ) -> tuple[Feed, list[Obj] | None]:
-        """The feed, and for a watch from no resourceVersion (or "0") the current objects.
+        """The feed, and the current objects when the watch starts with them.
 
         Those are the watch's synthetic ADDED events; the feed then follows
-        changes after the list. Raises 400 for a malformed resourceVersion and
-        410 for a compacted one.
+        changes after them. As Kubernetes: a watch from no resourceVersion (or
+        "0") starts with them unless sendInitialEvents=false, which starts from
+        now with nothing before; sendInitialEvents=true starts with them from
+        any resourceVersion, once the store has reached it (a watch list).
+        Raises 400 for a malformed resourceVersion and 410 for a compacted one.
         """
         rv = opts.resource_version
+        send = opts.send_initial_events
         initial: list[Obj] | None = None
-        if rv in ("", "0"):
+        if send or (send is None and rv in ("", "0")):
+            if rv not in ("", "0"):
+                await reg.wait_for(_revision(rv))
             listed = await reg.list(
                 kind, namespace, reads.ListOptions(opts.label_selector, opts.field_selector)
             )
@@ -156,11 +162,10 @@ class Feed:
                 if name is None or item["metadata"].get("name") == name
             ]
             after = int(listed["metadata"]["resourceVersion"])
+        elif rv in ("", "0"):  # sendInitialEvents=false: the changes from now on
+            after = await reg.store.current_revision()
         else:
-            try:
-                after = int(rv)
-            except ValueError as exc:
-                raise status.bad_request(f'invalid resource version "{rv}"') from exc
+            after = _revision(rv)
         feed = cls(reg, kind, namespace, opts, name, after)
         feed._start()
         return feed, initial
@@ -255,6 +260,13 @@ class Feed:
         if now:
             return "MODIFIED" if before else "ADDED"
         return "DELETED" if before else None
+
+
+def _revision(rv: str) -> int:
+    try:
+        return int(rv)
+    except ValueError as exc:
+        raise status.bad_request(f'invalid resource version "{rv}"') from exc
 
 
 def _too_old(rv: int, exc: store_errors.Compacted) -> status.APIError:

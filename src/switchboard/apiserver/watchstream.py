@@ -64,7 +64,7 @@ async def serve(
         except ValueError as exc:
             raise status.bad_request(f"invalid timeoutSeconds: {q['timeoutSeconds']}") from exc
     bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
-    initial_end = q.get("sendInitialEvents") in ("true", "1")
+    initial_end = bool(opts.send_initial_events)
     as_table = "as=Table" in request.headers.get("Accept", "")
     include_object = q.get("includeObject", "Metadata")
     interval: float = request.app.get("bookmark_interval", 60.0)
