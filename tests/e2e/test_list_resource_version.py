@@ -521,6 +521,27 @@ def test_a_watch_without_initial_events_starts_from_now(
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "c")]
 
 
+@pytest.mark.parametrize("value", ["true", "1", "yes", "", "TRUE"])
+def test_any_watch_flag_but_false_or_zero_starts_a_watch(
+    apiserver: ApiServer, namespace: str, value: str
+) -> None:
+    # Kubernetes decodes a query boolean as true unless it is "0" or "false" (any case).
+    create(apiserver, services(namespace), service("a"))
+    reply = apiserver.request("GET", services(namespace, watch=value, timeoutSeconds="1"))
+    assert reply.status == 200, reply.body
+    (line,) = reply.body.splitlines()
+    event = json.loads(line)
+    assert (event["type"], event["object"]["metadata"]["name"]) == ("ADDED", "a")
+
+
+@pytest.mark.parametrize("value", ["false", "False", "0"])
+def test_a_false_watch_flag_lists(apiserver: ApiServer, namespace: str, value: str) -> None:
+    create(apiserver, services(namespace), service("a"))
+    listed = get_json(apiserver, services(namespace, watch=value))
+    assert listed["kind"] == "ServiceList"
+    assert [item["metadata"]["name"] for item in listed["items"]] == ["a"]
+
+
 # ---- unreadable resourceVersions and continue ------------------------------------------------
 
 

@@ -58,7 +58,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         target = request.get("target")
         if target is not None:
-            watch = target.legacy_watch or request.query.get("watch") in ("true", "1")
+            watch = target.legacy_watch or paths.query_flag(request.query, "watch")
             verb = verb_of(request.method, bool(target.name), watch)
             metrics.requests.labels(verb, target.kind.plural, target.subresource, str(code)).inc()
             if not watch:

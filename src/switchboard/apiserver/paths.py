@@ -10,6 +10,7 @@ subresource and `namespaces/X/pods` is a list.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from switchboard.api import kinds
@@ -67,3 +68,13 @@ def parse(path: str) -> Target | None:
             404, "NotFound", "the server could not find the requested resource", {}
         )
     return Target(kind, namespace, name, sub, legacy_watch)
+
+
+def query_flag(query: Mapping[str, str], name: str) -> bool:
+    """A boolean query parameter as Kubernetes decodes one: given, and not "0" or "false".
+
+    (apimachinery's Convert_Slice_string_To_bool: "false" in any case; so
+    `?watch=yes` and a bare `?watch=` are true.)
+    """
+    value = query.get(name)
+    return value is not None and value != "0" and value.lower() != "false"

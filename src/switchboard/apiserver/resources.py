@@ -18,7 +18,7 @@ from aiohttp import web
 
 from switchboard.api import patch, schema, selectors
 from switchboard.api.kinds import Obj, ResourceKind
-from switchboard.apiserver import codec, podproxy, reads, status, tables, watchstream
+from switchboard.apiserver import codec, paths, podproxy, reads, status, tables, watchstream
 from switchboard.apiserver.paths import Target
 from switchboard.apiserver.reads import ListOptions
 from switchboard.apiserver.registry import DeleteOptions, Registry
@@ -79,9 +79,7 @@ def list_options(
         resource_version_match=query.get("resourceVersionMatch", ""),
         # Go decodes any value but "false" and "0" as true; sent at all, it is set.
         send_initial_events=(
-            query["sendInitialEvents"].lower() not in ("false", "0")
-            if "sendInitialEvents" in query
-            else None
+            paths.query_flag(query, "sendInitialEvents") if "sendInitialEvents" in query else None
         ),
     )
     reads.check_options(opts, watch=watch)
@@ -132,7 +130,7 @@ class Resources:
     async def handle(self, request: web.Request, target: Target) -> web.StreamResponse:
         method = request.method
         kind = target.kind
-        if target.legacy_watch or (method == "GET" and request.query.get("watch") in ("true", "1")):
+        if target.legacy_watch or (method == "GET" and paths.query_flag(request.query, "watch")):
             name_field = target.name or None
             include_object(request.query)  # reject a bad value before the stream starts
             return await watchstream.serve(

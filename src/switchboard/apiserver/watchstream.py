@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from switchboard.api.kinds import Obj, ResourceKind
-from switchboard.apiserver import status, tables
+from switchboard.apiserver import paths, status, tables
 from switchboard.apiserver.reads import ListOptions
 from switchboard.apiserver.registry import Registry
 from switchboard.apiserver.watchfeed import Feed, encode_event
@@ -63,7 +63,7 @@ async def serve(
             timeout = int(q["timeoutSeconds"])
         except ValueError as exc:
             raise status.bad_request(f"invalid timeoutSeconds: {q['timeoutSeconds']}") from exc
-    bookmarks = q.get("allowWatchBookmarks") in ("true", "1")
+    bookmarks = paths.query_flag(q, "allowWatchBookmarks")
     initial_end = bool(opts.send_initial_events)
     as_table = "as=Table" in request.headers.get("Accept", "")
     include_object = q.get("includeObject", "Metadata")
