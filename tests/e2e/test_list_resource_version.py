@@ -598,6 +598,7 @@ class Compacted:
     srv: ApiServer
     history: History
     compacted: int
+    token: str  # the continue token of a list's first page, taken before the compaction
 
 
 async def _compact(path: Path) -> int:
@@ -617,10 +618,11 @@ def compacted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Compacted]:
     with running_apiserver(data_dir) as srv:
         create(srv, "/api/v1/namespaces", {"metadata": {"name": ns}})
         history = make_history(srv, ns)
+        token = get_json(srv, services(ns, limit="1"))["metadata"]["continue"]
     revision = asyncio.run(_compact(data_dir / "state.db"))
     (data_dir / "kubeconfig").unlink()  # the next start announces itself by writing it anew
     with running_apiserver(data_dir) as srv:
-        yield Compacted(srv, history, revision)
+        yield Compacted(srv, history, revision, token)
 
 
 def test_an_exact_list_at_a_compacted_revision_is_gone(compacted: Compacted) -> None:
@@ -638,6 +640,25 @@ def test_an_exact_list_at_a_compacted_revision_is_gone(compacted: Compacted) -> 
             history.namespace, resource_version=history.before, resource_version_match="Exact"
         )
     assert (info.value.status, json.loads(info.value.body or "")) == (410, gone)
+
+
+def test_a_compacted_continue_token_is_gone_with_a_token_that_goes_on_at_the_newest(
+    compacted: Compacted,
+) -> None:
+    srv, ns = compacted.srv, compacted.history.namespace
+    reply = srv.request("GET", services(ns, limit="1", **{"continue": compacted.token}))
+    body = status_of(reply)
+    assert (body["code"], body["reason"]) == (410, "Expired")
+    assert body["message"] == (
+        "The provided continue parameter is too old to display a consistent list result. You "
+        "can start a new list without the continue parameter, or use the continue token in "
+        "this response to retrieve the remainder of the results. Continuing with the provided "
+        "token results in an inconsistent list - objects that were created, modified, or "
+        "deleted between the time the first chunk was returned and now may show up in the list."
+    )
+    rest = get_json(srv, services(ns, limit="1", **{"continue": body["metadata"]["continue"]}))
+    assert names(rest) == ["c"]  # the rest after "a", as it is now
+    assert int(rest["metadata"]["resourceVersion"]) >= compacted.compacted
 
 
 def test_a_not_older_than_list_from_a_compacted_revision_serves_the_newest_state(

@@ -53,6 +53,13 @@ RESOURCE_VERSION_WAIT = 3.0
 _RETRY_AFTER_SECONDS = 1
 _WAIT_POLL = 0.02  # seconds between looks at the store's revision while waiting
 _MAX_RESOURCE_VERSION = 2**64 - 1  # a uint64, as Kubernetes parses it
+_INCONSISTENT_CONTINUE = (
+    "The provided continue parameter is too old to display a consistent list result. You can "
+    "start a new list without the continue parameter, or use the continue token in this "
+    "response to retrieve the remainder of the results. Continuing with the provided token "
+    "results in an inconsistent list - objects that were created, modified, or deleted between "
+    "the time the first chunk was returned and now may show up in the list."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,24 +196,30 @@ def matches(kind: ResourceKind, obj: Obj, opts: ListOptions) -> bool:
     )
 
 
-@contextlib.contextmanager
-def _page_errors(continued: bool) -> Iterator[None]:
-    """A page read's store errors as the API answers them.
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """Where a list starts reading: at `revision` (0 = the newest), after `start_after`."""
 
-    `continued`: the revision came from a continue token, not from resourceVersion.
-    """
+    revision: int = 0
+    start_after: str = ""
+    continued: bool = False
+
+
+@contextlib.contextmanager
+def _page_errors(start: _Start) -> Iterator[None]:
+    """A page read's store errors as the API answers them, for a list read from `start`."""
     try:
         yield
     except store_errors.Compacted as exc:
         # etcd3 store.go interpretListError: which message depends on whether it pages.
-        if continued:
+        if start.continued:
+            # handleCompactedErrorForPaging: with a token that goes on at the newest revision.
             raise status.gone(
-                "The provided continue parameter is too old to display a consistent list "
-                "result. You can start a new list without the continue parameter."
+                _INCONSISTENT_CONTINUE, list_continue=codec.encode_continue(-1, start.start_after)
             ) from exc
         raise status.gone("The resourceVersion for the provided list is too old.") from exc
     except store_errors.FutureRevision as exc:
-        if not continued:  # the store fell back between the wait and the read: not expected
+        if not start.continued:  # the store fell back between the wait and the read
             raise status.too_large_resource_version(
                 exc.requested, exc.current, _RETRY_AFTER_SECONDS
             ) from exc
@@ -215,15 +228,6 @@ def _page_errors(continued: bool) -> Iterator[None]:
             f"continue key is not valid: {exc}. The continue parameter must be "
             "the value returned in metadata.continue of a previous list"
         ) from exc
-
-
-@dataclass(frozen=True, slots=True)
-class _Start:
-    """Where a list starts reading: at `revision` (0 = the newest), after `start_after`."""
-
-    revision: int = 0
-    start_after: str = ""
-    continued: bool = False
 
 
 class Reads:
@@ -282,7 +286,8 @@ class Reads:
                 raise status.bad_request(
                     "specifying resource version is not allowed when using continue"
                 )
-            return _Start(revision, start_after, continued=True)
+            # A negative revision (-1, from a 410's token) goes on at the newest one.
+            return _Start(max(revision, 0), start_after, continued=True)
         revision = parse_resource_version(opts.resource_version)
         if not revision:
             return _Start()
@@ -321,7 +326,7 @@ class Reads:
     async def _list_page(
         self, prefix: str, start: _Start, start_after: str, limit: int
     ) -> ListResult:
-        with _page_errors(start.continued):
+        with _page_errors(start):
             return await self.store.list(prefix, start.revision, start_after, limit)
 
     async def list_encoded(
@@ -332,7 +337,7 @@ class Reads:
         if opts.continue_token or opts.resource_version:
             start = await self._start(opts)
         prefix = kind.prefix(namespace)
-        with _page_errors(start.continued):
+        with _page_errors(start):
             page = await self.store.list_joined(
                 prefix, start.revision, start.start_after, opts.limit, codec.LIST_SPLICE
             )
@@ -368,7 +373,7 @@ class Reads:
             page = max(want, 500) if filtering and want else want
             result = await self._list_page(prefix, start, start_after, page)
             # Every later page reads at the first page's revision.
-            start = _Start(result.revision, continued=start.continued)
+            start = _Start(result.revision, start.start_after, start.continued)
             for kv in result.items:
                 obj = self._out(kind, kv)
                 last_key = kv.key

@@ -21,19 +21,26 @@ from switchboard.api.kinds import ResourceKind
 
 class APIError(Exception):
     def __init__(
-        self, code: int, reason: str, message: str, details: dict[str, Any] | None = None
+        self,
+        code: int,
+        reason: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        list_continue: str = "",
     ) -> None:
         super().__init__(message)
         self.code = code
         self.reason = reason
         self.message = message
         self.details = details
+        self.list_continue = list_continue  # the Status's metadata.continue, if any
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
-            "metadata": {},
+            "metadata": {"continue": self.list_continue} if self.list_continue else {},
             "status": "Failure",
             "message": self.message,
             "reason": self.reason,
@@ -107,8 +114,8 @@ def forbidden(message: str, kind: ResourceKind | None = None, name: str = "") ->
     return APIError(403, "Forbidden", message, _details(kind, name) if kind else None)
 
 
-def gone(message: str) -> APIError:
-    return APIError(410, "Expired", message)
+def gone(message: str, *, list_continue: str = "") -> APIError:
+    return APIError(410, "Expired", message, list_continue=list_continue)
 
 
 def too_large_resource_version(requested: int, current: int, retry_after: int) -> APIError:
