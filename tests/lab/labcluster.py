@@ -4,6 +4,12 @@ Shared by the modules that start a whole lab with `switchboard up`:
 `running_lab` starts one and removes it again, passed or failed;
 `restart_agent` kills a node's agent with SIGKILL and starts it again, as a
 crash and a supervisor's restart would.
+
+The objects the tests apply are built here too, as dicts: `netexec_deployment`
+and `netexec` (agnhost's test server, ready once it serves), `service` in front
+of pods labelled app=<name>, `pod`, `pause_pod` (a place to run commands from)
+and `looper_pod` (a script run once, read back with `kubectl logs`).
+`Cluster.apply` sends them to kubectl as YAML documents.
 """
 
 from __future__ import annotations
@@ -18,11 +24,18 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from switchboard import labnet, labstate
 from tests.lab.conftest import clean_environment
 
 APPLY_STDIN = ("apply", "-f", "-")
+AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
+HTTP_PORT = 8080  # where netexec serves HTTP, as the container port `http`
+
+Manifest = dict[str, Any]
 
 
 @dataclass
@@ -58,10 +71,10 @@ class Cluster:
         assert done.returncode == 0, f"kubectl {' '.join(args)}: {done.stderr}"
         return done.stdout
 
-    def apply(self, manifest: str) -> None:
+    def apply(self, *objects: Manifest) -> None:
         done = subprocess.run(
             ["kubectl", "--kubeconfig", self.kubeconfig, *APPLY_STDIN],
-            input=manifest,
+            input=yaml.safe_dump_all(objects, sort_keys=False),
             capture_output=True,
             text=True,
             timeout=60,
@@ -171,3 +184,119 @@ def restart_agent(cluster: Cluster, node_name: str) -> labstate.Process:
     assert new is not None, f"the restarted {role} exited at once"
     cluster.restarted.append(new)
     return new
+
+
+# -- manifests ------------------------------------------------------------------------------
+
+
+def netexec(*, udp_port: int | None = None, delay_shutdown: int | None = None) -> Manifest:
+    """The container `netexec`: HTTP on the port `http`, ready once /healthz answers.
+
+    `udp_port` also serves UDP there, as the port `udp`; `delay_shutdown`
+    keeps it serving that many seconds after SIGTERM.
+    """
+    args = ["netexec", f"--http-port={HTTP_PORT}"]
+    ports: list[Manifest] = [{"name": "http", "containerPort": HTTP_PORT}]
+    if udp_port is not None:
+        args.append(f"--udp-port={udp_port}")
+        ports.append({"name": "udp", "containerPort": udp_port, "protocol": "UDP"})
+    if delay_shutdown is not None:
+        args.append(f"--delay-shutdown={delay_shutdown}")
+    return {
+        "name": "netexec",
+        "image": AGNHOST,
+        "args": args,
+        "ports": ports,
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": HTTP_PORT},
+            "periodSeconds": 1,
+        },
+    }
+
+
+def netexec_deployment(
+    name: str,
+    *,
+    replicas: int,
+    udp_port: int | None = None,
+    delay_shutdown: int | None = None,
+    termination_grace_period: int | None = None,
+    strategy: Manifest | None = None,
+) -> Manifest:
+    """A Deployment `name` of `netexec` pods labelled app=`name`."""
+    spec: Manifest = {"containers": [netexec(udp_port=udp_port, delay_shutdown=delay_shutdown)]}
+    if termination_grace_period is not None:
+        spec["terminationGracePeriodSeconds"] = termination_grace_period
+    deployment: Manifest = {
+        "replicas": replicas,
+        "selector": {"matchLabels": {"app": name}},
+        "template": {"metadata": {"labels": {"app": name}}, "spec": spec},
+    }
+    if strategy is not None:
+        deployment["strategy"] = strategy
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": deployment,
+    }
+
+
+def service(
+    name: str, *, selector: dict[str, str] | None = None, ports: list[Manifest] | None = None
+) -> Manifest:
+    """A ClusterIP Service `name` for the pods labelled app=`name` (or `selector`).
+
+    Without `ports`, port 80 leads to the pods' port `http`.
+    """
+    if selector is None:
+        selector = {"app": name}
+    if ports is None:
+        ports = [{"name": "http", "port": 80, "targetPort": "http"}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": selector, "ports": ports},
+    }
+
+
+def pod(
+    name: str,
+    *containers: Manifest,
+    labels: dict[str, str] | None = None,
+    node: str | None = None,
+    restart_policy: str | None = None,
+    termination_grace_period: int | None = None,
+) -> Manifest:
+    """A Pod `name` labelled app=`name` (or `labels`; none when empty), on `node` if given."""
+    metadata: Manifest = {"name": name}
+    labels = labels if labels is not None else {"app": name}
+    if labels:
+        metadata["labels"] = labels
+    spec: Manifest = {"containers": list(containers)}
+    if node is not None:
+        spec["nodeName"] = node
+    if restart_policy is not None:
+        spec["restartPolicy"] = restart_policy
+    if termination_grace_period is not None:
+        spec["terminationGracePeriodSeconds"] = termination_grace_period
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def pause_pod(
+    name: str, *, labels: dict[str, str] | None = None, node: str | None = None
+) -> Manifest:
+    """A pod that only waits: a network namespace to run commands in with `kubectl exec`."""
+    pause = {"name": "pause", "image": AGNHOST, "args": ["pause"]}
+    return pod(name, pause, labels=labels, node=node)
+
+
+def looper_pod(node: str, script: str) -> Manifest:
+    """The pod `looper` on `node`: runs `sh -c script` once; its output is read with `kubectl logs`.
+
+    A pod of its own rather than `kubectl exec`, which passes through the agent of the
+    pod's node.
+    """
+    loop = {"name": "loop", "image": "busybox", "command": ["sh", "-c", script]}
+    return pod("looper", loop, node=node, restart_policy="Never")

@@ -24,7 +24,7 @@ import pytest
 
 from switchboard import labnet, labstate
 from tests.lab.conftest import clean_environment
-from tests.lab.labcluster import Cluster, switchboard
+from tests.lab.labcluster import Cluster, netexec_deployment, pause_pod, service, switchboard
 
 pytestmark = pytest.mark.lab
 
@@ -32,54 +32,20 @@ DEMO = Path(__file__).parents[2] / "examples" / "demo.yaml"
 DEMO_NODE_PORT = 30080
 # A Deployment that always keeps a ready endpoint while it is replaced: a new
 # pod must pass its readinessProbe before an old one goes (maxUnavailable 0).
-WEB = """
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: web}
-  strategy:
-    type: RollingUpdate
-    rollingUpdate: {maxUnavailable: 0, maxSurge: 1}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      # As Kubernetes' own e2e tests do: a replaced pod keeps serving for a moment after
-      # SIGTERM, while its endpoint's removal travels to every node's rules; without
-      # it a connection can reach a pod that is already gone, here as on any cluster.
-      terminationGracePeriodSeconds: 5
-      containers:
-        - name: netexec
-          image: registry.k8s.io/e2e-test-images/agnhost:2.53
-          args: ["netexec", "--http-port=8080", "--delay-shutdown=2"]
-          ports: [{name: http, containerPort: 8080}]
-          readinessProbe:
-            httpGet: {path: /healthz, port: 8080}
-            periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-  labels: {app: client}
-spec:
-  containers:
-    - name: pause
-      image: registry.k8s.io/e2e-test-images/agnhost:2.53
-      args: ["pause"]
-"""
+# As Kubernetes' own e2e tests do, a replaced pod keeps serving for a moment after
+# SIGTERM, while its endpoint's removal travels to every node's rules; without it a
+# connection can reach a pod that is already gone, here as on any cluster.
+WEB = (
+    netexec_deployment(
+        "web",
+        replicas=2,
+        strategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        termination_grace_period=5,
+        delay_shutdown=2,
+    ),
+    service("web"),
+    pause_pod("client"),
+)
 # Runs inside the client pod: 40 requests to each name, 0.1 s apart, one line each.
 CLIENT_LOOP = (
     "for i in $(seq 40); do"
@@ -101,7 +67,7 @@ def cluster(lab_available: None, tmp_path_factory: pytest.TempPathFactory) -> It
         assert state is not None and state.layout is not None
         cluster = Cluster(data_dir, tuple(node.ip for node in state.layout.nodes))
         cluster.kubectl("apply", "-f", str(DEMO))
-        cluster.apply(WEB)
+        cluster.apply(*WEB)
         for deployment in ("demo", "web"):
             cluster.kubectl(
                 "rollout", "status", f"deployment/{deployment}", "--timeout=120s", timeout=130

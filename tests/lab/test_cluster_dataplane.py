@@ -14,85 +14,31 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.labcluster import Cluster, restart_agent, running_lab
+from tests.lab.labcluster import (
+    Cluster,
+    looper_pod,
+    netexec_deployment,
+    pause_pod,
+    restart_agent,
+    running_lab,
+    service,
+)
 
 pytestmark = pytest.mark.lab
 
 UDP_PORT = 8081
 CLIENT_SOURCE_PORT = 40000
 # `web`: HTTP on a ClusterIP; `echo-udp`: UDP on a ClusterIP, two pods; `client` asks.
-MANIFEST = f"""
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {{app: web}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      containers:
-        - name: netexec
-          image: registry.k8s.io/e2e-test-images/agnhost:2.53
-          args: ["netexec", "--http-port=8080"]
-          ports: [{{name: http, containerPort: 8080}}]
-          readinessProbe:
-            httpGet: {{path: /healthz, port: 8080}}
-            periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-spec:
-  selector: {{app: web}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: echo-udp
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {{app: echo-udp}}
-  template:
-    metadata:
-      labels: {{app: echo-udp}}
-    spec:
-      containers:
-        - name: netexec
-          image: registry.k8s.io/e2e-test-images/agnhost:2.53
-          args: ["netexec", "--http-port=8080", "--udp-port={UDP_PORT}"]
-          ports:
-            - {{name: http, containerPort: 8080}}
-            - {{name: udp, containerPort: {UDP_PORT}, protocol: UDP}}
-          readinessProbe:
-            httpGet: {{path: /healthz, port: 8080}}
-            periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: echo-udp
-spec:
-  selector: {{app: echo-udp}}
-  ports: [{{name: udp, port: {UDP_PORT}, targetPort: udp, protocol: UDP}}]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-  labels: {{app: client}}
-spec:
-  containers:
-    - name: pause
-      image: registry.k8s.io/e2e-test-images/agnhost:2.53
-      args: ["pause"]
-"""
+MANIFEST = (
+    netexec_deployment("web", replicas=2),
+    service("web"),
+    netexec_deployment("echo-udp", replicas=2, udp_port=UDP_PORT),
+    service(
+        "echo-udp",
+        ports=[{"name": "udp", "port": UDP_PORT, "targetPort": "udp", "protocol": "UDP"}],
+    ),
+    pause_pod("client"),
+)
 # Runs in the looper pod: 60 requests to web's ClusterIP, 0.1 s apart, one line each.
 # The address, not the name: this test is about the data plane (going by name through
 # an agent restart is test_dns_survives_agent_restart.py's).
@@ -130,7 +76,7 @@ def cluster(lab_available: None, tmp_path_factory: pytest.TempPathFactory) -> It
     data_dir = tmp_path_factory.mktemp("cluster") / "lab"
     data_dir.mkdir()
     with running_lab(data_dir, nodes=2) as cluster:
-        cluster.apply(MANIFEST)
+        cluster.apply(*MANIFEST)
         for deployment in ("web", "echo-udp"):
             cluster.kubectl(
                 "rollout", "status", f"deployment/{deployment}", "--timeout=120s", timeout=130
@@ -151,29 +97,13 @@ def pod_states(cluster: Cluster) -> dict[str, tuple[str, tuple[int, ...]]]:
     }
 
 
-LOOPER = """
-apiVersion: v1
-kind: Pod
-metadata:
-  name: looper
-  labels: {{app: looper}}
-spec:
-  nodeName: {node}
-  restartPolicy: Never
-  containers:
-    - name: loop
-      image: busybox
-      command: ["sh", "-c", {loop}]
-"""
-
-
 def test_restarting_the_agent_does_not_disturb_traffic(cluster: Cluster) -> None:
     # The requests come from a pod of their own, on the node whose agent restarts, so
     # they cross the data plane it rewrites; `kubectl exec` would pass through that agent.
     node_name = cluster.kubectl("get", "pod", "client", "-o", "jsonpath={.spec.nodeName}")
     web_ip = cluster.kubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
     loop = HTTP_LOOP.replace("{ip}", web_ip)
-    cluster.apply(LOOPER.format(node=node_name, loop=json.dumps(loop)))
+    cluster.apply(looper_pod(node_name, loop))
     cluster.kubectl(
         "wait", "--for=jsonpath={.status.phase}=Running", "pod/looper", "--timeout=30s", timeout=40
     )

@@ -21,52 +21,18 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.lab.labcluster import Cluster, running_lab
+from tests.lab import labcluster
+from tests.lab.labcluster import Cluster, Manifest, netexec, pause_pod, pod, running_lab
 
 pytestmark = pytest.mark.lab
 
 POD_NETNS_PREFIX = "sbpod-"
 CLIENT_SOURCE_PORT = 41000
 
-BACKEND = """
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: {app}}}
-spec:
-  nodeName: node-2
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: netexec
-      image: registry.k8s.io/e2e-test-images/agnhost:2.53
-      args: ["netexec", "--http-port=8080"]
-      ports: [{{name: http, containerPort: 8080}}]
-      readinessProbe:
-        httpGet: {{path: /healthz, port: 8080}}
-        periodSeconds: 1
-"""
+BACKEND_NODE = "node-2"
 # The endpoint that resets: accepts, reads the request and closes with SO_LINGER 0,
 # so its kernel answers with RST, as a server process that ends with connections
 # open does.
-RESETTER = """
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: {app}}}
-spec:
-  nodeName: node-2
-  terminationGracePeriodSeconds: 1
-  containers:
-    - name: resetter
-      image: python:3
-      command: ["python3", "-c", {script}]
-      ports: [{{name: http, containerPort: 8080}}]
-      readinessProbe:
-        tcpSocket: {{port: 8080}}
-        periodSeconds: 1
-"""
 RESET_EVERY_CONNECTION = """
 import socket, struct
 server = socket.create_server(("0.0.0.0", 8080))
@@ -76,27 +42,7 @@ while True:
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     conn.close()
 """
-SERVICE = """
-apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-spec:
-  selector: {{app: {name}}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
-"""
-CLIENT = """
-apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-spec:
-  nodeName: node-1
-  containers:
-    - name: pause
-      image: registry.k8s.io/e2e-test-images/agnhost:2.53
-      args: ["pause"]
-"""
+CLIENT = pause_pod("client", labels={}, node="node-1")
 # Runs inside the client pod: connects from one fixed source port to argv[1]:argv[2]
 # up to argv[4] times, 1 s each, and prints one line per try: the hostname that
 # answered, or "- <error>". Stops at the first answer.
@@ -121,6 +67,23 @@ for _ in range(tries):
     finally:
         s.close()
 """
+
+
+def backend(name: str, app: str) -> Manifest:
+    """A netexec pod on the backend node, labelled app=`app`."""
+    return pod(name, netexec(), labels={"app": app}, node=BACKEND_NODE, termination_grace_period=1)
+
+
+def resetter(name: str, app: str) -> Manifest:
+    """A pod on the backend node, labelled app=`app`, that resets every connection."""
+    container = {
+        "name": "resetter",
+        "image": "python:3",
+        "command": ["python3", "-c", RESET_EVERY_CONNECTION],
+        "ports": [{"name": "http", "containerPort": 8080}],
+        "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+    }
+    return pod(name, container, labels={"app": app}, node=BACKEND_NODE, termination_grace_period=1)
 
 
 @pytest.fixture(scope="module")
@@ -169,9 +132,9 @@ def wait_for_endpoints(cluster: Cluster, service: str, names: list[str]) -> None
         time.sleep(0.2)
 
 
-def start_backend(cluster: Cluster, manifest: str) -> None:
+def start_backend(cluster: Cluster, manifest: Manifest) -> None:
     cluster.apply(manifest)
-    name = manifest.split("name: ", 1)[1].split()[0]
+    name = manifest["metadata"]["name"]
     cluster.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=60s", timeout=70)
 
 
@@ -192,9 +155,9 @@ def test_an_unanswered_syn_does_not_pin_its_source_port_to_a_deleted_endpoint(
 ) -> None:
     service = "unanswered"
     old, new = f"{service}-old", f"{service}-new"
-    cluster.apply(SERVICE.format(name=service))
-    start_backend(cluster, BACKEND.format(name=old, app=service))
-    start_backend(cluster, BACKEND.format(name=new, app="standby"))
+    cluster.apply(labcluster.service(service))
+    start_backend(cluster, backend(old, service))
+    start_backend(cluster, backend(new, "standby"))
     wait_for_endpoints(cluster, service, [old])
     cluster_ip = cluster.kubectl("get", "service", service, "-o", "jsonpath={.spec.clusterIP}")
 
@@ -219,10 +182,9 @@ def test_a_connection_reset_by_its_endpoint_does_not_pin_its_source_port_to_it(
 ) -> None:
     service = "reset"
     old, new = f"{service}-old", f"{service}-new"
-    cluster.apply(SERVICE.format(name=service))
-    script = json.dumps(RESET_EVERY_CONNECTION)
-    start_backend(cluster, RESETTER.format(name=old, app=service, script=script))
-    start_backend(cluster, BACKEND.format(name=new, app="standby"))
+    cluster.apply(labcluster.service(service))
+    start_backend(cluster, resetter(old, service))
+    start_backend(cluster, backend(new, "standby"))
     wait_for_endpoints(cluster, service, [old])
     cluster_ip = cluster.kubectl("get", "service", service, "-o", "jsonpath={.spec.clusterIP}")
 

@@ -31,105 +31,40 @@ from typing import Any
 import pytest
 
 from tests.lab.conftest import clean_environment
-from tests.lab.labcluster import Cluster, restart_agent, running_lab
+from tests.lab.labcluster import (
+    Cluster,
+    Manifest,
+    netexec,
+    netexec_deployment,
+    pause_pod,
+    pod,
+    restart_agent,
+    running_lab,
+    service,
+)
 
 pytestmark = pytest.mark.lab
 
-AGNHOST = "registry.k8s.io/e2e-test-images/agnhost:2.53"
 BACKEND = "conn-backend"
 SCALED_REPLICAS = (3, 1, 4, 2)  # the first is the Deployment's own; then `kubectl scale`
 REQUESTS_PER_STEP = 40  # new connections made after each step has settled
 SETTLE_TIMEOUT = 180.0  # seconds for pods to start or go, on a machine shared with others
 
 
-def manifest(client_node: str, backend_node: str, nodes: tuple[str, ...]) -> str:
+def manifest(client_node: str, backend_node: str, nodes: tuple[str, ...]) -> list[Manifest]:
     """`conn`: one backend on `backend_node`; `scaled`: a Deployment; a pause pod per node."""
-    pause_pods = "".join(
-        f"""
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: pause-{node}
-  labels: {{app: pause}}
-spec:
-  nodeName: {node}
-  containers:
-    - name: pause
-      image: {AGNHOST}
-      args: ["pause"]
-"""
-        for node in nodes
-    )
-    return f"""
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {BACKEND}
-  labels: {{app: conn}}
-spec:
-  nodeName: {backend_node}
-  containers:
-    - name: netexec
-      image: {AGNHOST}
-      args: ["netexec", "--http-port=8080"]
-      ports: [{{name: http, containerPort: 8080}}]
-      readinessProbe:
-        httpGet: {{path: /healthz, port: 8080}}
-        periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: conn
-spec:
-  selector: {{app: conn}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: scaled
-spec:
-  replicas: {SCALED_REPLICAS[0]}
-  selector:
-    matchLabels: {{app: scaled}}
-  template:
-    metadata:
-      labels: {{app: scaled}}
-    spec:
-      # As Kubernetes' own e2e tests do: a pod scaled away keeps serving for a moment
-      # after SIGTERM, while its endpoint's removal travels to every node's rules.
-      terminationGracePeriodSeconds: 10
-      containers:
-        - name: netexec
-          image: {AGNHOST}
-          args: ["netexec", "--http-port=8080", "--delay-shutdown=3"]
-          ports: [{{name: http, containerPort: 8080}}]
-          readinessProbe:
-            httpGet: {{path: /healthz, port: 8080}}
-            periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: scaled
-spec:
-  selector: {{app: scaled}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: steady-client
-  labels: {{app: steady-client}}
-spec:
-  nodeName: {client_node}
-  containers:
-    - name: pause
-      image: {AGNHOST}
-      args: ["pause"]
-{pause_pods}"""
+    return [
+        pod(BACKEND, netexec(), labels={"app": "conn"}, node=backend_node),
+        service("conn"),
+        # As Kubernetes' own e2e tests do: a pod scaled away keeps serving for a moment
+        # after SIGTERM, while its endpoint's removal travels to every node's rules.
+        netexec_deployment(
+            "scaled", replicas=SCALED_REPLICAS[0], termination_grace_period=10, delay_shutdown=3
+        ),
+        service("scaled"),
+        pause_pod("steady-client", node=client_node),
+        *(pause_pod(f"pause-{node}", labels={"app": "pause"}, node=node) for node in nodes),
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +73,7 @@ def cluster(lab_available: None, tmp_path_factory: pytest.TempPathFactory) -> It
     data_dir.mkdir()
     with running_lab(data_dir, nodes=2) as cluster:
         nodes = tuple(node.name for node in cluster.layout().nodes)
-        cluster.apply(manifest(client_node=nodes[0], backend_node=nodes[1], nodes=nodes))
+        cluster.apply(*manifest(client_node=nodes[0], backend_node=nodes[1], nodes=nodes))
         cluster.kubectl(
             "rollout", "status", "deployment/scaled", "--timeout=180s", timeout=SETTLE_TIMEOUT
         )
@@ -215,21 +150,14 @@ while time.monotonic() < deadline:
     time.sleep(0.25)
 print("done", flush=True)
 """
-LONG_CONNECTION_POD = """
-apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-  labels: {{app: long-connection}}
-spec:
-  nodeName: {node}
-  restartPolicy: Never
-  containers:
-    - name: client
-      image: busybox
-      command: {command}
-"""
 HELD_SECONDS = 900  # a bound only: the test ends the pod once it has seen enough
+
+
+def long_connection_pod(name: str, node: str, address: str) -> Manifest:
+    """A pod on `node` that runs LONG_CONNECTION to `address` once, as its only command."""
+    command = ["python3", "-c", LONG_CONNECTION, address, str(HELD_SECONDS)]
+    client = {"name": "client", "image": "busybox", "command": command}
+    return pod(name, client, labels={"app": "long-connection"}, node=node, restart_policy="Never")
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,10 +254,7 @@ def test_an_established_connection_through_a_cluster_ip_survives_an_agent_restar
     conn_ip = cluster_ip(cluster, "conn")
     client = f"long-connection-{restarted}"
     marker = f"after-restart-{restarted}"
-    command = ["python3", "-c", LONG_CONNECTION, conn_ip, str(HELD_SECONDS)]
-    cluster.apply(
-        LONG_CONNECTION_POD.format(name=client, node=client_node, command=json.dumps(command))
-    )
+    cluster.apply(long_connection_pod(client, client_node, conn_ip))
     try:
         cluster.kubectl(
             "wait", "--for=condition=Ready", f"pod/{client}", "--timeout=120s", timeout=130

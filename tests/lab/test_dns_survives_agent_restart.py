@@ -16,62 +16,26 @@ looper pod, so it leaves from that pod's network namespace.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.lab.labcluster import Cluster, restart_agent, running_lab
+from tests.lab.labcluster import (
+    Cluster,
+    looper_pod,
+    netexec_deployment,
+    restart_agent,
+    running_lab,
+    service,
+)
 
 pytestmark = pytest.mark.lab
 
 NODE = "node-1"  # the looper's node, whose agent restarts
-MANIFEST = """
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: web}
-  template:
-    metadata:
-      labels: {app: web}
-    spec:
-      containers:
-        - name: netexec
-          image: registry.k8s.io/e2e-test-images/agnhost:2.53
-          args: ["netexec", "--http-port=8080"]
-          ports: [{name: http, containerPort: 8080}]
-          readinessProbe:
-            httpGet: {path: /healthz, port: 8080}
-            periodSeconds: 1
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: web
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
-"""
-LOOPER = """
-apiVersion: v1
-kind: Pod
-metadata:
-  name: looper
-  labels: {{app: looper}}
-spec:
-  nodeName: {node}
-  restartPolicy: Never
-  containers:
-    - name: loop
-      image: busybox
-      command: ["sh", "-c", {loop}]
-"""
+# `web`: two netexec pods behind a ClusterIP, which the looper reaches by name.
+MANIFEST = (netexec_deployment("web", replicas=2), service("web"))
 # Runs in the looper pod until {stop} exists (or four minutes have passed): resolve `web`
 # through the pod's search path and fetch from it by name, 0.1 s apart, one line each:
 # "<time> lookup ok|FAIL ..." and "<time> fetch <answer>|FAIL ...". A lookup gets two
@@ -105,7 +69,7 @@ def cluster(lab_available: None, tmp_path_factory: pytest.TempPathFactory) -> It
     data_dir = tmp_path_factory.mktemp("cluster") / "lab"
     data_dir.mkdir()
     with running_lab(data_dir, nodes=2) as cluster:
-        cluster.apply(MANIFEST)
+        cluster.apply(*MANIFEST)
         cluster.kubectl("rollout", "status", "deployment/web", "--timeout=120s", timeout=130)
         yield cluster
 
@@ -135,7 +99,7 @@ def test_a_pod_resolves_and_reaches_a_service_by_name_while_its_nodes_agent_rest
     web_ip = cluster.kubectl("get", "service", "web", "-o", "jsonpath={.spec.clusterIP}")
     stop = tmp_path / "stop-looper"
     loop = LOOP.replace("{stop}", str(stop)).replace("{ip}", web_ip)
-    cluster.apply(LOOPER.format(node=NODE, loop=json.dumps(loop)))
+    cluster.apply(looper_pod(NODE, loop))
     cluster.kubectl(
         "wait", "--for=jsonpath={.status.phase}=Running", "pod/looper", "--timeout=60s", timeout=70
     )
