@@ -34,33 +34,36 @@ reports two families of problems differently:
 
 The 400 message wraps either: `decode_error_message(kind, api_version, detail)`
 gives `Service in version "v1" cannot be handled as a Service: <detail>`.
+
+Every write passes through here, and nearly every body is clean, so the
+report is built only for a body that is not. A clean-or-not check compiled
+once per definition (`schemavalues.clean_tables`) runs first; it may say
+"not clean" of a body that is (a float where a quantity belongs, a subclass
+of dict), never the reverse, and whatever it refuses goes the full way. The
+request text is parsed again, keeping duplicate keys, only when it can hold
+any: a text that is byte for byte what orjson writes for the decoded object
+has none, since orjson writes each key of a dict once and decoding it gives
+back the same object.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal, NotRequired, TypedDict, cast
 
-from switchboard.api import fielderrors
+import orjson
+
+from switchboard.api import fielderrors, schemavalues
+from switchboard.api.schemavalues import FieldSchema as FieldSchema
 
 Mode = Literal["Strict", "Warn", "Ignore"]
 MODES: tuple[Mode, ...] = ("Strict", "Warn", "Ignore")
 # What the apiserver does when a request carries no fieldValidation parameter.
 DEFAULT_MODE: Mode = "Warn"
-
-
-class FieldSchema(TypedDict):
-    type: str
-    format: NotRequired[str]
-    ref: NotRequired[str]
-    items: NotRequired[FieldSchema]
-    values: NotRequired[FieldSchema]
-    description: NotRequired[str]
 
 
 class Definition(TypedDict):
@@ -99,6 +102,7 @@ def kinds() -> Sequence[KindEntry]:
     return _document()["kinds"]
 
 
+@functools.cache  # only names found are kept, so at most a few per served kind
 def definition_name(kind: str, api_version: str | None = None) -> str:
     """The definition of `kind`; `api_version` ("events.k8s.io/v1") picks among same-named kinds."""
     for entry in kinds():
@@ -114,45 +118,6 @@ def _api_version(entry: KindEntry) -> str:
     return f"{entry['group']}/{entry['version']}" if entry["group"] else entry["version"]
 
 
-def go_type(schema: FieldSchema) -> str:
-    """The Go type Kubernetes decodes this field into, as Go's errors print it."""
-    kind = schema["type"]
-    if kind == "object" and "ref" in schema:
-        package, _, name = schema["ref"].rpartition(".")
-        return f"{package.rpartition('.')[2]}.{name}"
-    if kind == "array":
-        return "[]" + go_type(schema["items"])
-    if kind == "map":
-        return "map[string]" + go_type(schema["values"])
-    if kind == "integer":
-        return schema.get("format", "int64")
-    if kind == "date-time":
-        return "v1.MicroTime" if schema.get("format") == "micro" else "v1.Time"
-    return _GO_SCALARS[kind]
-
-
-_GO_SCALARS = {
-    "string": "string",
-    "number": "float64",
-    "boolean": "bool",
-    "quantity": "resource.Quantity",
-    "int-or-string": "intstr.IntOrString",
-    "object": "map[string]interface {}",
-}
-
-_INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
-
-# k8s.io/apimachinery/pkg/api/resource: the shape a Quantity string must have.
-_QUANTITY_SHAPE = "^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
-_QUANTITY = re.compile(_QUANTITY_SHAPE)
-_QUANTITY_SUFFIXES = frozenset(
-    {"", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"}
-)
-_DECIMAL_EXPONENT = re.compile(r"^[eE][-+]?[0-9]+$")
-_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
-_RFC3339_LAYOUT = "2006-01-02T15:04:05Z07:00"
-
-
 class _Pairs:
     """A JSON object as written, duplicate keys kept: only `raw` parsing makes these."""
 
@@ -162,65 +127,12 @@ class _Pairs:
         self.pairs = pairs
 
 
-class _FloatLiteral(float):
-    """A JSON number as written, so errors can quote `1e3` the way Go does."""
-
-    text: str
-
-    def __new__(cls, text: str) -> _FloatLiteral:
-        value = super().__new__(cls, text)
-        value.text = text
-        return value
-
-
 def _items(value: Any) -> Iterable[tuple[str, Any]]:
     return value.pairs if isinstance(value, _Pairs) else cast(dict[str, Any], value).items()
 
 
 def _is_object(value: Any) -> bool:
     return isinstance(value, dict | _Pairs)
-
-
-def _json_kind(value: Any) -> str:
-    """How Go's decoder names a JSON value in `cannot unmarshal <kind>`."""
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _number_text(value: int | float) -> str:
-    return value.text if isinstance(value, _FloatLiteral) else repr(value)
-
-
-def _int_problem(value: Any, fmt: str) -> str | None:
-    """The `cannot unmarshal <what>` part when `value` is no integer of width `fmt`."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return _json_kind(value)
-    low, high = _INT_RANGES.get(fmt, _INT_RANGES["int64"])
-    if isinstance(value, float) or not low <= value <= high:
-        return f"number {_number_text(value)}"
-    return None
-
-
-def _quantity_problem(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        return f"quantities must match the regular expression '{_QUANTITY_SHAPE}'"
-    text = value.strip() if isinstance(value, str) else _number_text(value)
-    match = _QUANTITY.match(text)
-    if match is None:
-        return f"quantities must match the regular expression '{_QUANTITY_SHAPE}'"
-    number, suffix = match.groups()
-    if number.count(".") > 1 or number.strip("+-") == ".":
-        return "unable to parse numeric part of quantity"
-    if suffix not in _QUANTITY_SUFFIXES and not _DECIMAL_EXPONENT.match(suffix):
-        return "unable to parse quantity's suffix"
-    return None
 
 
 @dataclass(slots=True)
@@ -255,50 +167,51 @@ class _Walk:
         def mismatch(what: str, go: str | None = None) -> None:
             self.type_errors.append(
                 f"json: cannot unmarshal {what} into Go struct field {owner}.{go_path}"
-                f" of type {go or go_type(schema)}"
+                f" of type {go or schemavalues.go_type(schema)}"
             )
 
         kind = schema["type"]
         if kind == "string":
             if not isinstance(item, str):
-                mismatch(_json_kind(item))
+                mismatch(schemavalues.json_kind(item))
         elif kind == "integer":
-            problem = _int_problem(item, schema.get("format", "int64"))
+            problem = schemavalues.int_problem(item, schema.get("format", "int64"))
             if problem:
                 mismatch(problem)
         elif kind == "number":
             if isinstance(item, bool) or not isinstance(item, int | float):
-                mismatch(_json_kind(item))
+                mismatch(schemavalues.json_kind(item))
         elif kind == "boolean":
             if not isinstance(item, bool):
-                mismatch(_json_kind(item))
+                mismatch(schemavalues.json_kind(item))
         elif kind == "int-or-string":
             # IntOrString takes any JSON string, else decodes the value as an int32.
-            problem = None if isinstance(item, str) else _int_problem(item, "int32")
+            problem = None if isinstance(item, str) else schemavalues.int_problem(item, "int32")
             if problem:
                 mismatch(problem, "int32")
         elif kind == "quantity":
-            problem = _quantity_problem(item)
+            problem = schemavalues.quantity_problem(item)
             if problem:
                 self.type_errors.append(problem)
         elif kind == "date-time":
             # metav1.Time and MicroTime decode a JSON string, then parse it as RFC 3339.
             if not isinstance(item, str):
-                mismatch(_json_kind(item), "string")
-            elif not _RFC3339.match(item):
+                mismatch(schemavalues.json_kind(item), "string")
+            elif not schemavalues.RFC3339.match(item):
+                layout = schemavalues.RFC3339_LAYOUT
                 self.type_errors.append(
-                    f"parsing time {json.dumps(item)} as {json.dumps(_RFC3339_LAYOUT)}:"
-                    f" cannot parse {json.dumps(item)} as {json.dumps(_RFC3339_LAYOUT[:4])}"
+                    f"parsing time {json.dumps(item)} as {json.dumps(layout)}:"
+                    f" cannot parse {json.dumps(item)} as {json.dumps(layout[:4])}"
                 )
         elif kind == "array":
             if not isinstance(item, list):
-                mismatch(_json_kind(item))
+                mismatch(schemavalues.json_kind(item))
                 return
             for index, element in enumerate(item):
                 self.value(schema["items"], element, f"{path}[{index}]", go_path, owner)
         elif kind == "map":
             if not _is_object(item):
-                mismatch(_json_kind(item))
+                mismatch(schemavalues.json_kind(item))
                 return
             seen: set[str] = set()
             for key, element in _items(item):
@@ -308,7 +221,7 @@ class _Walk:
                 self.value(schema["values"], element, f"{path}.{key}", go_path, owner)
         elif kind == "object" and "ref" in schema:
             if not _is_object(item):
-                mismatch(_json_kind(item))
+                mismatch(schemavalues.json_kind(item))
                 return
             self.struct(schema["ref"], item, path, go_path)
         # A free-form object (RawExtension, FieldsV1) takes any JSON value.
@@ -317,7 +230,7 @@ class _Walk:
 def _parse_raw(raw: bytes | str, obj: Any) -> Any:
     """The request text with duplicate keys kept; `obj` itself if the text is not JSON."""
     try:
-        return json.loads(raw, object_pairs_hook=_Pairs, parse_float=_FloatLiteral)
+        return json.loads(raw, object_pairs_hook=_Pairs, parse_float=schemavalues.FloatLiteral)
     except ValueError:
         return obj
 
@@ -334,6 +247,37 @@ def _definition_for(kind: str, tree: Any, api_version: str | None) -> str:
     return definition_name(kind, api_version)
 
 
+@functools.cache
+def _clean_tables() -> Mapping[str, Mapping[str, schemavalues.Clean | None]]:
+    return schemavalues.clean_tables(definitions())
+
+
+@functools.cache
+def _known_tables() -> Mapping[str, Mapping[str, schemavalues.Known | None]]:
+    return schemavalues.known_tables(definitions())
+
+
+def _without_duplicates(raw: bytes | str, obj: Any) -> bool:
+    """True when the text is exactly what orjson writes for `obj`: then it repeats no key."""
+    try:
+        text = raw.encode() if isinstance(raw, str) else raw
+        return text == orjson.dumps(obj)
+    except (orjson.JSONEncodeError, UnicodeEncodeError):
+        return False
+
+
+def _problems(kind: str, obj: Any, api_version: str | None, raw: bytes | str | None) -> _Walk:
+    """`_walk`, or an empty one without walking when `obj` is clean and `raw` repeats no key."""
+    if type(obj) is dict and (raw is None or _without_duplicates(raw, obj)):
+        def_name = _definition_for(kind, obj, api_version)
+        if schemavalues.clean_struct(_clean_tables()[def_name], obj):
+            return _Walk(definitions())
+    return _walk(kind, obj, api_version, raw)
+
+
+# ---- the full walk: every problem, worded ------------------------------------------------------
+
+
 def _walk(kind: str, obj: Any, api_version: str | None, raw: bytes | str | None) -> _Walk:
     tree = obj if raw is None else _parse_raw(raw, obj)
     def_name = _definition_for(kind, tree, api_version)
@@ -341,7 +285,7 @@ def _walk(kind: str, obj: Any, api_version: str | None, raw: bytes | str | None)
     if not _is_object(tree):
         package, _, name = def_name.rpartition(".")
         walk.type_errors.append(
-            f"json: cannot unmarshal {_json_kind(tree)} into Go value of type"
+            f"json: cannot unmarshal {schemavalues.json_kind(tree)} into Go value of type"
             f" {package.rpartition('.')[2]}.{name}"
         )
         return walk
@@ -351,14 +295,14 @@ def _walk(kind: str, obj: Any, api_version: str | None, raw: bytes | str | None)
 
 def type_errors(kind: str, obj: Any, *, api_version: str | None = None) -> list[str]:
     """Every value whose JSON type the kind's Go type cannot take; Kubernetes reports the first."""
-    return _walk(kind, obj, api_version, None).type_errors
+    return _problems(kind, obj, api_version, None).type_errors
 
 
 def strict_problems(
     kind: str, obj: Any, *, api_version: str | None = None, raw: bytes | str | None = None
 ) -> list[str]:
     """Unknown (and, given the request text, duplicate) fields, in document order."""
-    return _walk(kind, obj, api_version, raw).strict
+    return _problems(kind, obj, api_version, raw).strict
 
 
 def check(
@@ -379,7 +323,7 @@ def check(
     JSON, such as YAML, is ignored). Without
     `api_version`, the object's own apiVersion picks among same-named kinds.
     """
-    walk = _walk(kind, obj, api_version, raw)
+    walk = _problems(kind, obj, api_version, raw)
     if walk.type_errors:
         return walk.type_errors[:1], []
     if mode == "Strict" and walk.strict:
@@ -395,32 +339,12 @@ def without_unknown(kind: str, obj: Any, *, api_version: str | None = None) -> A
     The apiserver decodes into Go structs, so under Warn and Ignore an unknown
     field is not only reported (or not) but gone: it is never stored and never
     read back. Values of the wrong type are left as they are; `check` fails the
-    request on them first.
+    request on them first. Every object, map and list the kind's types describe
+    is a new one; scalars and free-form values are `obj`'s own.
     """
     if not isinstance(obj, dict):
         return obj
-    defs = definitions()
-    return _known_struct(defs, _definition_for(kind, obj, api_version), obj)
-
-
-def _known_struct(defs: Mapping[str, Definition], def_name: str, value: dict[str, Any]) -> Any:
-    properties = defs[def_name]["properties"]
-    return {
-        key: _known_value(defs, properties[key], item)
-        for key, item in value.items()
-        if key in properties
-    }
-
-
-def _known_value(defs: Mapping[str, Definition], schema: FieldSchema, item: Any) -> Any:
-    kind = schema["type"]
-    if kind == "array" and isinstance(item, list):
-        return [_known_value(defs, schema["items"], element) for element in item]
-    if kind == "map" and isinstance(item, dict):
-        return {key: _known_value(defs, schema["values"], v) for key, v in item.items()}
-    if kind == "object" and "ref" in schema and isinstance(item, dict):
-        return _known_struct(defs, schema["ref"], item)
-    return item
+    return schemavalues.known_struct(_known_tables()[_definition_for(kind, obj, api_version)], obj)
 
 
 def decode_error_message(kind: str, api_version: str, detail: str) -> str:

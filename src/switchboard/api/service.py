@@ -57,9 +57,8 @@ from switchboard.api.servicerules import (
     type_of,
     validate,
     validate_cluster_ips,
-    validate_status_update,
-    validate_update,
 )
+from switchboard.api.serviceupdates import validate_status_update, validate_update
 
 __all__ = [
     "CLUSTER_IP_NONE",

@@ -7,8 +7,7 @@ and predicates named as in Kubernetes (`needs_node_ports`,
 Then validation, transcribed from pkg/apis/core/validation/validation.go:
 `validate` (ValidateService), `validate_cluster_ips`
 (ValidateServiceClusterIPsRelatedFields, also run by the allocator before it
-allocates), `validate_update` (ValidateServiceUpdate) and
-`validate_status_update` (ValidateLoadBalancerStatus), each returning
+allocates), and in `serviceupdates` the rules of a change, each returning
 `FieldError`s whose `str()` is the line kubectl prints, e.g.
 `spec.ports[1].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'`.
 
@@ -59,7 +58,11 @@ def spec_of(svc: Obj) -> dict[str, Any]:
 
 
 def ports_of(svc: Obj) -> list[dict[str, Any]]:
-    ports = spec_of(svc).get("ports")
+    return _ports(spec_of(svc))
+
+
+def _ports(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    ports = spec.get("ports")
     return [p if isinstance(p, dict) else {} for p in ports] if isinstance(ports, list) else []
 
 
@@ -100,13 +103,22 @@ def needs_node_ports(svc: Obj) -> bool:
 
 def needs_health_check(svc: Obj) -> bool:
     """LoadBalancer with externalTrafficPolicy Local: gets a healthCheckNodePort."""
-    return type_of(svc) == "LoadBalancer" and spec_of(svc).get("externalTrafficPolicy") == "Local"
+    return _needs_health_check(spec_of(svc), type_of(svc))
+
+
+def _needs_health_check(spec: dict[str, Any], kind: str) -> bool:
+    """`needs_health_check` given the spec and `type_of` the Service."""
+    return kind == "LoadBalancer" and spec.get("externalTrafficPolicy") == "Local"
 
 
 def externally_accessible(svc: Obj) -> bool:
-    kind = type_of(svc)
+    return _externally_accessible(spec_of(svc), type_of(svc))
+
+
+def _externally_accessible(spec: dict[str, Any], kind: str) -> bool:
+    """`externally_accessible` given the spec and `type_of` the Service."""
     return kind in ("LoadBalancer", "NodePort") or (
-        kind == "ClusterIP" and bool(spec_of(svc).get("externalIPs"))
+        kind == "ClusterIP" and bool(spec.get("externalIPs"))
     )
 
 
@@ -131,7 +143,12 @@ def ingress_of(svc: Obj) -> list[dict[str, Any]]:
 
 
 def family_of(ip: str) -> str:
-    return "IPv6" if v.is_ipv6(ip) else "IPv4"
+    return _family(v.parse_ip(ip))
+
+
+def _family(address: v.IPAddress | None) -> str:
+    """`family_of` an address already parsed (None: not an IP, counted as IPv4)."""
+    return "IPv6" if address is not None and address.version == 6 else "IPv4"
 
 
 def other_family(family: str) -> str:
@@ -152,8 +169,11 @@ def _go_service_port(protocol: str, port: int) -> str:
 
 def validate(svc: Obj) -> list[FieldError]:
     """ValidateService without the shared ObjectMeta rules (see the module docstring)."""
+    # Every Service write runs this: the spec's fields are read once and handed to each
+    # rule, and a field path is formatted only for an error that needs it.
     spec, annotations = spec_of(svc), _annotations(svc)
-    kind, headless = str_of(spec.get("type")), is_headless(svc)
+    kind, raw_ips = str_of(spec.get("type")), strings_of(spec.get("clusterIPs"))
+    headless = raw_ips == [CLUSTER_IP_NONE]  # is_headless
     errs: list[FieldError] = []
     hints, mode = (
         annotations.get(TOPOLOGY_HINTS_ANNOTATION),
@@ -164,7 +184,7 @@ def validate(svc: Obj) -> list[FieldError]:
         detail = f"must match annotations[{TOPOLOGY_HINTS_ANNOTATION}] when both are specified"
         errs.append(fe.invalid(path, mode, detail))
 
-    ports = ports_of(svc)
+    ports = _ports(spec)
     if not ports and not headless and kind != "ExternalName":
         errs.append(fe.required("spec.ports"))
     if kind in ("LoadBalancer", "NodePort") and headless:
@@ -175,11 +195,11 @@ def validate(svc: Obj) -> list[FieldError]:
 
     names: set[str] = set()
     for i, port in enumerate(ports):
-        errs += _validate_port(port, f"spec.ports[{i}]", len(ports) > 1, names)
+        errs += _validate_port(port, i, len(ports) > 1, names)
     if spec.get("selector") is not None:
         errs += v.validate_labels(spec.get("selector"), "spec.selector")
     errs += _validate_session_affinity(spec)
-    errs += validate_cluster_ips(svc)
+    errs += _validate_cluster_ips(spec, kind, raw_ips)
     for i, ip in enumerate(strings_of(spec.get("externalIPs")) or []):
         path = f"spec.externalIPs[{i}]"
         errs += v.ip_address(path, ip) or v.non_special_ip(path, ip)
@@ -187,7 +207,7 @@ def validate(svc: Obj) -> list[FieldError]:
         errs.append(fe.required("spec.type"))
     elif kind not in TYPES:
         errs.append(fe.not_supported("spec.type", kind, TYPES))
-    errs += _validate_node_ports(svc)
+    errs += _validate_node_ports(kind, ports)
 
     keys: set[tuple[str, int]] = set()
     for i, port in enumerate(ports):
@@ -196,14 +216,14 @@ def validate(svc: Obj) -> list[FieldError]:
             errs.append(fe.duplicate_go(f"spec.ports[{i}]", _go_service_port(*key)))
         keys.add(key)
 
-    errs += _validate_source_ranges(svc)
+    errs += _validate_source_ranges(spec, kind, annotations)
     if spec.get("allocateLoadBalancerNodePorts") is not None and kind != "LoadBalancer":
         detail = "may only be used when `type` is 'LoadBalancer'"
         errs.append(fe.forbidden("spec.allocateLoadBalancerNodePorts", detail))
     if kind == "LoadBalancer" and spec.get("allocateLoadBalancerNodePorts") is None:
         errs.append(fe.required("allocateLoadBalancerNodePorts"))  # sic: Kubernetes' path
-    errs += _validate_load_balancer_class(svc, None)
-    errs += _validate_traffic_policies(svc)
+    errs += _validate_load_balancer_class(spec, kind)
+    errs += _validate_traffic_policies(spec, kind)
     distribution = spec.get("trafficDistribution")
     if distribution is not None and distribution not in TRAFFIC_DISTRIBUTIONS:
         errs.append(
@@ -236,31 +256,36 @@ def _validate_external_name(spec: dict[str, Any]) -> list[FieldError]:
 
 
 def _validate_port(
-    port: dict[str, Any], path: str, require_name: bool, names: set[str]
+    port: dict[str, Any], index: int, require_name: bool, names: set[str]
 ) -> list[FieldError]:
+    """spec.ports[index]; its path is formatted only when there is an error to report."""
     errs: list[FieldError] = []
     name = str_of(port.get("name"))
     if require_name and not name:
-        errs.append(fe.required(f"{path}.name"))
+        errs.append(fe.required(f"spec.ports[{index}].name"))
     elif name:
-        errs += v.dns1123_label(f"{path}.name", name)
+        for msg in v.is_dns1123_label(name):
+            errs.append(fe.invalid(f"spec.ports[{index}].name", name, msg))
         if name in names:
-            errs.append(fe.duplicate(f"{path}.name", name))
+            errs.append(fe.duplicate(f"spec.ports[{index}].name", name))
         names.add(name)
-    errs += v.port_number(f"{path}.port", int_of(port.get("port")))
+    number = int_of(port.get("port"))
+    if not 1 <= number <= 65535:
+        errs += v.port_number(f"spec.ports[{index}].port", number)
     protocol = str_of(port.get("protocol"))
     if not protocol:
-        errs.append(fe.required(f"{path}.protocol"))
+        errs.append(fe.required(f"spec.ports[{index}].protocol"))
     elif protocol not in PROTOCOLS:
-        errs.append(fe.not_supported(f"{path}.protocol", protocol, PROTOCOLS))
+        errs.append(fe.not_supported(f"spec.ports[{index}].protocol", protocol, PROTOCOLS))
     target = port.get("targetPort")
     if isinstance(target, str):
-        errs += v.iana_svc_name(f"{path}.targetPort", target)
-    else:
-        errs += v.port_number(f"{path}.targetPort", int_of(target))
+        for msg in v.is_valid_port_name(target):
+            errs.append(fe.invalid(f"spec.ports[{index}].targetPort", target, msg))
+    elif not 1 <= int_of(target) <= 65535:
+        errs += v.port_number(f"spec.ports[{index}].targetPort", int_of(target))
     app_protocol = port.get("appProtocol")
     if app_protocol is not None:
-        errs += v.qualified_name(f"{path}.appProtocol", str_of(app_protocol))
+        errs += v.qualified_name(f"spec.ports[{index}].appProtocol", str_of(app_protocol))
     return errs
 
 
@@ -294,19 +319,26 @@ def _validate_session_affinity(spec: dict[str, Any]) -> list[FieldError]:
 def validate_cluster_ips(svc: Obj) -> list[FieldError]:
     """clusterIP, clusterIPs, ipFamilies and ipFamilyPolicy on their own and together
     (ValidateServiceClusterIPsRelatedFields); the allocator runs it before allocating."""
-    if str_of(spec_of(svc).get("type")) == "ExternalName":
+    spec = spec_of(svc)
+    return _validate_cluster_ips(spec, str_of(spec.get("type")), strings_of(spec.get("clusterIPs")))
+
+
+def _validate_cluster_ips(
+    spec: dict[str, Any], kind: str, raw_ips: list[str] | None
+) -> list[FieldError]:
+    """`validate_cluster_ips` given the spec, its type and its clusterIPs (`strings_of`)."""
+    if kind == "ExternalName":
         return []
-    spec, errs = spec_of(svc), []
-    cluster_ip, raw_ips = str_of(spec.get("clusterIP")), strings_of(spec.get("clusterIPs"))
-    ips = raw_ips or []
-    shown = v.go_strings(raw_ips)
+    errs: list[FieldError] = []
+    cluster_ip, ips = str_of(spec.get("clusterIP")), raw_ips or []
     if cluster_ip and not ips:
         errs.append(fe.required("spec.clusterIPs"))
     elif cluster_ip and ips[0] != cluster_ip:
-        errs.append(fe.invalid_go("spec.clusterIPs", shown, "first value must match `clusterIP`"))
+        detail = "first value must match `clusterIP`"
+        errs.append(fe.invalid_go("spec.clusterIPs", v.go_strings(raw_ips), detail))
     elif not cluster_ip and ips:
         detail = "must be empty when `clusterIP` is not specified"
-        errs.append(fe.invalid_go("spec.clusterIPs", shown, detail))
+        errs.append(fe.invalid_go("spec.clusterIPs", v.go_strings(raw_ips), detail))
     families = strings_of(spec.get("ipFamilies")) or []
     for i, family in enumerate(families):
         if family not in IP_FAMILIES:
@@ -317,40 +349,45 @@ def validate_cluster_ips(svc: Obj) -> list[FieldError]:
     if policy is not None and policy not in IP_FAMILY_POLICIES:
         errs.append(fe.not_supported("spec.ipFamilyPolicy", policy, IP_FAMILY_POLICIES))
     bad_ips = False
+    addresses: list[v.IPAddress | None] = []  # each of ips parsed once, for every rule below
     for i, ip in enumerate(ips):
         if i == 0 and ip == CLUSTER_IP_NONE:
+            addresses.append(None)  # what parse_ip makes of it
             if len(ips) > 1:
                 bad_ips = True
                 detail = "'None' must be the first and only value"
-                errs.append(fe.invalid_go("spec.clusterIPs", shown, detail))
+                errs.append(fe.invalid_go("spec.clusterIPs", v.go_strings(raw_ips), detail))
             continue
-        ip_errs = v.ip_address(f"spec.clusterIPs[{i}]", ip)
-        bad_ips = bad_ips or bool(ip_errs)
-        errs += ip_errs
+        address = v.parse_ip(ip)
+        addresses.append(address)
+        if address is None:
+            bad_ips = True
+            errs += v.ip_address(f"spec.clusterIPs[{i}]", ip)
     if len(ips) > 2:
-        errs.append(fe.invalid_go("spec.clusterIPs", shown, "may only hold up to 2 values"))
+        detail = "may only hold up to 2 values"
+        errs.append(fe.invalid_go("spec.clusterIPs", v.go_strings(raw_ips), detail))
     if bad_ips:
         return errs
-    if len(ips) > 1 and {family_of(ip) for ip in ips} != {"IPv4", "IPv6"}:
+    if len(ips) > 1 and {_family(a) for a in addresses} != {"IPv4", "IPv6"}:
         detail = "may specify no more than one IP for each IP family"
-        errs.append(fe.invalid_go("spec.clusterIPs", shown, detail))
-    if not is_headless(svc):
-        for i, (ip, family) in enumerate(zip(ips, families, strict=False)):
-            if family in IP_FAMILIES and family_of(ip) != family:
+        errs.append(fe.invalid_go("spec.clusterIPs", v.go_strings(raw_ips), detail))
+    if raw_ips != [CLUSTER_IP_NONE]:  # not headless
+        for i, (address, family) in enumerate(zip(addresses, families, strict=False)):
+            if family in IP_FAMILIES and _family(address) != family:
                 detail = f"expected an {family} value as indicated by `ipFamilies[{i}]`"
-                errs.append(fe.invalid(f"spec.clusterIPs[{i}]", ip, detail))
+                errs.append(fe.invalid(f"spec.clusterIPs[{i}]", ips[i], detail))
     return errs
 
 
-def _validate_node_ports(svc: Obj) -> list[FieldError]:
+def _validate_node_ports(kind: str, ports: list[dict[str, Any]]) -> list[FieldError]:
     errs: list[FieldError] = []
-    if str_of(spec_of(svc).get("type")) == "ClusterIP":
-        for i, port in enumerate(ports_of(svc)):
+    if kind == "ClusterIP":
+        for i, port in enumerate(ports):
             if int_of(port.get("nodePort")):
                 detail = "may not be used when `type` is 'ClusterIP'"
                 errs.append(fe.forbidden(f"spec.ports[{i}].nodePort", detail))
     seen: set[tuple[str, int]] = set()
-    for i, port in enumerate(ports_of(svc)):
+    for i, port in enumerate(ports):
         node_port = int_of(port.get("nodePort"))
         if not node_port:
             continue
@@ -361,12 +398,14 @@ def _validate_node_ports(svc: Obj) -> list[FieldError]:
     return errs
 
 
-def _validate_source_ranges(svc: Obj) -> list[FieldError]:
-    spec, errs = spec_of(svc), []
+def _validate_source_ranges(
+    spec: dict[str, Any], kind: str, annotations: dict[str, Any]
+) -> list[FieldError]:
+    errs: list[FieldError] = []
     only_lb = "may only be used when `type` is 'LoadBalancer'"
-    is_lb = str_of(spec.get("type")) == "LoadBalancer"
+    is_lb = kind == "LoadBalancer"
     ranges = strings_of(spec.get("loadBalancerSourceRanges")) or []
-    annotation = _annotations(svc).get(SOURCE_RANGES_ANNOTATION)
+    annotation = annotations.get(SOURCE_RANGES_ANNOTATION)
     if ranges:
         path = "spec.LoadBalancerSourceRanges"  # sic: Kubernetes capitalises it
         if not is_lb:
@@ -384,26 +423,22 @@ def _validate_source_ranges(svc: Obj) -> list[FieldError]:
     return errs
 
 
-def _validate_load_balancer_class(new: Obj, old: Obj | None) -> list[FieldError]:
-    errs = []
-    new_class = spec_of(new).get("loadBalancerClass")
+def _validate_load_balancer_class(spec: dict[str, Any], kind: str) -> list[FieldError]:
+    """loadBalancerClass on its own; `_validate_load_balancer_class_update` for a change."""
+    new_class = spec.get("loadBalancerClass")
+    if new_class is None:
+        return []
     path = "spec.loadBalancerClass"
-    both_lb = old is not None and type_of(old) == "LoadBalancer" == type_of(new)
-    if both_lb and old is not None and spec_of(old).get("loadBalancerClass") != new_class:
-        errs.append(fe.invalid(path, new_class, "may not change once set"))
-    if old is None:
-        if str_of(spec_of(new).get("type")) == "LoadBalancer":
-            if new_class is not None:
-                errs += v.qualified_name(path, str_of(new_class))
-        elif new_class is not None:
-            errs.append(fe.forbidden(path, "may only be used when `type` is 'LoadBalancer'"))
-    return errs
+    if kind == "LoadBalancer":
+        return v.qualified_name(path, str_of(new_class))
+    return [fe.forbidden(path, "may only be used when `type` is 'LoadBalancer'")]
 
 
-def _validate_traffic_policies(svc: Obj) -> list[FieldError]:
-    spec, errs = spec_of(svc), []
+def _validate_traffic_policies(spec: dict[str, Any], kind: str) -> list[FieldError]:
+    errs: list[FieldError] = []
+    effective = kind or "ClusterIP"  # type_of
     external = str_of(spec.get("externalTrafficPolicy"))
-    if not externally_accessible(svc):
+    if not _externally_accessible(spec, effective):
         if external:
             detail = "may only be set for externally-accessible services"
             errs.append(fe.invalid("spec.externalTrafficPolicy", external, detail))
@@ -412,7 +447,7 @@ def _validate_traffic_policies(svc: Obj) -> list[FieldError]:
     elif external not in TRAFFIC_POLICIES:
         errs.append(fe.not_supported("spec.externalTrafficPolicy", external, TRAFFIC_POLICIES))
     health = int_of(spec.get("healthCheckNodePort"))
-    if not needs_health_check(svc):
+    if not _needs_health_check(spec, effective):
         if health:
             detail = (
                 "may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` "
@@ -422,116 +457,8 @@ def _validate_traffic_policies(svc: Obj) -> list[FieldError]:
     elif health:  # 0 is allowed here: the allocator fills it in (module docstring)
         errs += v.port_number("spec.healthCheckNodePort", health)
     internal = spec.get("internalTrafficPolicy")
-    if internal is None and str_of(spec.get("type")) in ("ClusterIP", "NodePort", "LoadBalancer"):
+    if internal is None and kind in ("ClusterIP", "NodePort", "LoadBalancer"):
         errs.append(fe.required("spec.internalTrafficPolicy"))
     elif internal is not None and internal not in TRAFFIC_POLICIES:
         errs.append(fe.not_supported("spec.internalTrafficPolicy", internal, TRAFFIC_POLICIES))
-    return errs
-
-
-def validate_update(new: Obj, old: Obj) -> list[FieldError]:
-    """ValidateServiceUpdate without the ObjectMeta rules: clusterIPs and ipFamilies may
-    only grow or shrink by the secondary entry (except to/from ExternalName),
-    loadBalancerClass and healthCheckNodePort are fixed once set, then `validate(new)`."""
-    errs = _validate_cluster_ips_update(new, old) + _validate_ip_families_update(new, old)
-    errs += _validate_load_balancer_class(new, old)
-    old_health = int_of(spec_of(old).get("healthCheckNodePort"))
-    new_health = int_of(spec_of(new).get("healthCheckNodePort"))
-    if needs_health_check(old) and needs_health_check(new) and old_health != new_health:
-        errs.append(fe.forbidden("spec.healthCheckNodePort", v.FIELD_IMMUTABLE))
-    return errs + validate(new)
-
-
-def _validate_cluster_ips_update(new: Obj, old: Obj) -> list[FieldError]:
-    if "ExternalName" in (str_of(spec_of(new).get("type")), str_of(spec_of(old).get("type"))):
-        return []
-    if is_headless(old) and is_headless(new):
-        return []
-    old_ips, new_ips = cluster_ips_of(old), cluster_ips_of(new)
-    shown = v.go_strings(strings_of(spec_of(new).get("clusterIPs")))
-    errs = []
-    if len(old_ips) == len(new_ips):
-        for i, ip in enumerate(old_ips):
-            if ip != new_ips[i]:
-                errs.append(
-                    fe.invalid_go(f"spec.clusterIPs[{i}]", shown, "may not change once set")
-                )
-    elif len(old_ips) > len(new_ips):
-        if not new_ips:
-            detail = "primary clusterIP can not be unset"
-            errs.append(fe.invalid_go("spec.clusterIPs[0]", shown, detail))
-        if old_ips and new_ips and new_ips[0] != old_ips[0]:
-            errs.append(fe.invalid_go("spec.clusterIPs[0]", shown, "may not change once set"))
-        policy = spec_of(new).get("ipFamilyPolicy")
-        if len(new_ips) == 1 and policy != "SingleStack":
-            detail = "must be set to 'SingleStack' when releasing the secondary clusterIP"
-            errs.append(fe.invalid("spec.ipFamilyPolicy", policy, detail))
-    elif old_ips and new_ips[0] != old_ips[0]:
-        errs.append(fe.invalid_go("spec.clusterIPs[0]", shown, "may not change once set"))
-    return errs
-
-
-def _validate_ip_families_update(new: Obj, old: Obj) -> list[FieldError]:
-    if "ExternalName" in (str_of(spec_of(new).get("type")), str_of(spec_of(old).get("type"))):
-        return []
-    if is_headless(old) or is_headless(new):
-        return []  # headless Services may change families; to/from headless is not checked
-    old_fams = strings_of(spec_of(old).get("ipFamilies")) or []
-    raw = strings_of(spec_of(new).get("ipFamilies"))
-    new_fams = raw or []
-    # Kubernetes shows clusterIPs, not ipFamilies, as the bad value when the count changed.
-    ips_shown = v.go_strings(strings_of(spec_of(new).get("clusterIPs")))
-    errs = []
-    if len(old_fams) == len(new_fams):
-        for i, family in enumerate(old_fams):
-            if family != new_fams[i]:
-                shown = v.go_strings(raw, "[]core.IPFamily")
-                errs.append(fe.invalid_go("spec.ipFamilies[0]", shown, "may not change once set"))
-    elif len(old_fams) > len(new_fams):
-        if not cluster_ips_of(new):
-            shown = v.go_strings(raw, "[]core.IPFamily")
-            errs.append(
-                fe.invalid_go("spec.ipFamilies[0]", shown, "primary ipFamily can not be unset")
-            )
-        if new_fams and new_fams[0] != old_fams[0]:
-            errs.append(fe.invalid_go("spec.ipFamilies[0]", ips_shown, "may not change once set"))
-        policy = spec_of(new).get("ipFamilyPolicy")
-        if len(new_fams) == 1 and policy != "SingleStack":
-            detail = "must be set to 'SingleStack' when releasing the secondary ipFamily"
-            errs.append(fe.invalid("spec.ipFamilyPolicy", policy, detail))
-    elif old_fams and new_fams[0] != old_fams[0]:
-        errs.append(fe.invalid_go("spec.ipFamilies[0]", ips_shown, "may not change once set"))
-    return errs
-
-
-def validate_status_update(new: Obj, old: Obj) -> list[FieldError]:
-    """status.loadBalancer.ingress (ValidateLoadBalancerStatus) on a status write."""
-    path = "status.loadBalancer.ingress"
-    ingress = ingress_of(new)
-    if ingress and str_of(spec_of(new).get("type")) != "LoadBalancer":
-        return [fe.forbidden(path, "may only be used when `spec.type` is 'LoadBalancer'")]
-    errs: list[FieldError] = []
-    for i, entry in enumerate(ingress):
-        ip, mode, hostname = (
-            str_of(entry.get("ip")),
-            entry.get("ipMode"),
-            str_of(entry.get("hostname")),
-        )
-        if ip:
-            errs += v.ip_address(f"{path}[{i}].ip", ip)
-        if mode is None:
-            if ip:
-                errs.append(
-                    fe.required(f"{path}[{i}].ipMode", "must be specified when `ip` is set")
-                )
-        elif not ip:
-            detail = "may not be specified when `ip` is not set"
-            errs.append(fe.forbidden(f"{path}[{i}].ipMode", detail))
-        elif mode not in IP_MODES:
-            errs.append(fe.not_supported(f"{path}[{i}].ipMode", mode, IP_MODES))
-        if hostname:
-            errs += v.dns1123_subdomain(f"{path}[{i}].hostname", hostname)
-            if v.parse_ip(hostname) is not None:
-                detail = "must be a DNS name, not an IP address"
-                errs.append(fe.invalid(f"{path}[{i}].hostname", hostname, detail))
     return errs

@@ -102,8 +102,8 @@ _PORT_NAME_LETTER = re.compile("[a-z]")
 
 
 def _blen(value: str) -> int:
-    """Length as Go's len(): bytes of the UTF-8 encoding."""
-    return len(value.encode("utf-8", "surrogatepass"))
+    """Length as Go's len(): bytes of the UTF-8 encoding (an ASCII string's own length)."""
+    return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
 
 
 def is_dns1123_label(value: str) -> list[str]:
@@ -150,6 +150,8 @@ def is_valid_port_num(port: int) -> list[str]:
 
 def is_qualified_name(value: str) -> list[str]:
     """A label key: an optional DNS subdomain prefix and '/', then a name of at most 63."""
+    if len(value) <= 63 and _QUALIFIED_NAME.fullmatch(value):
+        return []  # the common key, valid at a glance: no prefix, and what matches is ASCII
     parts = value.split("/")
     errs: list[str] = []
     if len(parts) == 1:
@@ -181,6 +183,8 @@ def is_qualified_name(value: str) -> list[str]:
 
 
 def is_valid_label_value(value: str) -> list[str]:
+    if len(value) <= 63 and _LABEL_VALUE.fullmatch(value):
+        return []  # valid at a glance: what matches is ASCII, so its length is its bytes
     errs = [max_len_error(63)] if _blen(value) > 63 else []
     if not _LABEL_VALUE.fullmatch(value):
         errs.append(regex_error(LABEL_VALUE_MSG, LABEL_VALUE_FMT, "MyValue", "my_value", "12345"))
@@ -380,12 +384,19 @@ def _s(value: Any) -> str:
     return value if isinstance(value, str) else "" if value is None else str(value)
 
 
+# isinstance tries these in turn: a dict, as nearly every value is, is known before the ABC asks.
+_MAPPINGS = (dict, Mapping)
+
+
 def validate_labels(labels: Any, path: str) -> list[FieldError]:
     """Every key a qualified name and every value a label value, all reported at `path`."""
     errs: list[FieldError] = []
-    for key, value in (labels or {}).items() if isinstance(labels, Mapping) else ():
-        errs += qualified_name(path, _s(key))
-        errs += [fe.invalid(path, _s(value), m) for m in is_valid_label_value(_s(value))]
+    for key, value in (labels or {}).items() if isinstance(labels, _MAPPINGS) else ():
+        key, value = _s(key), _s(value)
+        for msg in is_qualified_name(key):
+            errs.append(fe.invalid(path, key, msg))
+        for msg in is_valid_label_value(value):
+            errs.append(fe.invalid(path, value, msg))
     return errs
 
 
@@ -451,7 +462,7 @@ def validate_finalizers(finalizers: Any, path: str) -> list[FieldError]:
 
 def _meta(obj: Obj) -> Mapping[str, Any]:
     meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
+    return meta if isinstance(meta, _MAPPINGS) else {}
 
 
 def validate_object_meta(obj: Obj, *, namespaced: bool, name_rule: NameRule) -> list[FieldError]:
@@ -475,10 +486,15 @@ def validate_object_meta(obj: Obj, *, namespaced: bool, name_rule: NameRule) -> 
     generation = meta.get("generation")
     if isinstance(generation, int) and generation < 0:
         errs.append(fe.invalid("metadata.generation", generation, IS_NEGATIVE))
-    errs += validate_labels(meta.get("labels"), "metadata.labels")
-    errs += validate_annotations(meta.get("annotations"), "metadata.annotations")
-    errs += validate_owner_references(meta.get("ownerReferences"), "metadata.ownerReferences")
-    errs += validate_finalizers(meta.get("finalizers"), "metadata.finalizers")
+    # Each of these finds nothing wrong with an absent field, which most objects have.
+    if (labels := meta.get("labels")) is not None:
+        errs += validate_labels(labels, "metadata.labels")
+    if (annotations := meta.get("annotations")) is not None:
+        errs += validate_annotations(annotations, "metadata.annotations")
+    if (owners := meta.get("ownerReferences")) is not None:
+        errs += validate_owner_references(owners, "metadata.ownerReferences")
+    if (finalizers := meta.get("finalizers")) is not None:
+        errs += validate_finalizers(finalizers, "metadata.finalizers")
     return errs
 
 

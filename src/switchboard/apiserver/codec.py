@@ -159,6 +159,9 @@ def check_shape(value: Any, size: int, what: str = "the request body") -> Any:
     bytes of aliases of aliases expand a millionfold, and an alias inside its own anchor
     never ends. Walked with a stack, as the recursive steps after this one cannot.
     """
+    if _within_limits(value, size):
+        return value
+    # Which limit is reported depends on the order values are met in: this walk's.
     stack: list[tuple[Any, int]] = [(value, 1)]
     budget = size + 1
     while stack:
@@ -176,6 +179,35 @@ def check_shape(value: Any, size: int, what: str = "the request body") -> Any:
         elif isinstance(node, list):
             stack.extend((v, depth + 1) for v in node)
     return value
+
+
+_CONTAINERS = (dict, list)  # a tuple: isinstance takes it faster than `dict | list`
+
+
+def _within_limits(value: Any, size: int) -> bool:
+    """True when `check_shape` would pass `value`; False when it may not, or cannot say.
+
+    The count and the depths are `check_shape`'s, but only lists and objects are
+    stacked, so the body every request has costs a fraction of the full walk. A
+    subclass of either, which might count its values otherwise, is left to that walk.
+    """
+    budget = size  # `check_shape` allows size + 1 values; the root is one
+    stack: list[tuple[Any, int]] = []
+    if isinstance(value, _CONTAINERS):
+        stack.append((value, 1))
+    while stack:
+        node, depth = stack.pop()
+        if type(node) not in _CONTAINERS:
+            return False
+        if not node:
+            continue
+        budget -= len(node)
+        if budget < 0 or depth >= MAX_DEPTH:  # its values sit one level deeper
+            return False
+        for child in node.values() if type(node) is dict else node:
+            if isinstance(child, _CONTAINERS):
+                stack.append((child, depth + 1))
+    return budget >= 0
 
 
 def check_json_shape(body: bytes) -> None:
