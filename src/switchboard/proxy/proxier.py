@@ -12,7 +12,9 @@ Per Service port the loop remembers what it last applied, so a change that
 cancels out (an update that did not touch anything the data plane uses)
 becomes no work at all. After each sync, conntrack entries that would keep
 sending a client to an endpoint that is gone are deleted (see conntrack.py),
-one filter at a time and never the whole table, on a worker thread.
+one filter at a time and never the whole table, on a worker thread: found
+from what changed, and after a full sync also by listing the kernel's
+table (which finds those of endpoints that went while the proxy was down).
 """
 
 from __future__ import annotations
@@ -166,7 +168,16 @@ class Proxier:
         self._applied = desired
         self._names = {k: set(v) for k, v in per_service.items() if v}
         self._needs_full = False
-        self._after_apply({n: desired.get(n) for n in set(previous) | set(desired)}, previous)
+        # The diff only for the ports applied before, which covers those that went away;
+        # what the table holds for the current ports is reconciled from the table itself,
+        # which also covers endpoints that went while no proxy ran (and after a start the
+        # diff against nothing would drop every UDP entry, live endpoints' too).
+        self._after_apply({n: desired.get(n) for n in previous}, previous)
+        if self.cleaner is not None:
+            config = self.plane.config
+            self.cleaner.submit(
+                [ct.Reconcile(dict(desired), config.family, config.nodeport_addresses)]
+            )
 
     async def _partial_sync(self) -> None:
         dirty, self._dirty = self._dirty, set()
