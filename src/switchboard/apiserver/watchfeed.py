@@ -87,6 +87,18 @@ class _Cache:
     def __init__(self) -> None:
         self._event: Event | None = None
         self._entries: list[_Encodings] = []  # one or two: kinds are not hashable
+        # The line for watchers without a selector or a name, the most common by far:
+        # the same for all of a kind, and kept apart so that `Feed._tell` finds it with
+        # two identity checks, without a call or a walk of the entries.
+        self.told_event: Event | None = None
+        self.told_kind: ResourceKind | None = None
+        self.told_line = b""
+
+    def tell(self, reg: registry.Registry, kind: ResourceKind, event: Event) -> bytes:
+        """Make `told_line` for the event and kind."""
+        line = self.of(reg, kind, event).line(_type_of(event))
+        self.told_event, self.told_kind, self.told_line = event, kind, line
+        return line
 
     def of(self, reg: registry.Registry, kind: ResourceKind, event: Event) -> _Encodings:
         if self._event is not event:
@@ -105,6 +117,20 @@ _CACHE = _Cache()  # one per process: entries are keyed by Event objects, which 
 
 class Feed:
     """One watcher's view of a kind's changes after a revision. Open with `Feed.open`."""
+
+    __slots__ = (
+        "_events",
+        "_filtering",
+        "_kind",
+        "_name",
+        "_opts",
+        "_prefix",
+        "_registry",
+        "_sink",
+        "_watch",
+        "ended",
+        "revision",
+    )
 
     def __init__(
         self,
@@ -217,7 +243,11 @@ class Feed:
                 self.ended = True
                 wake()
 
-        if watch.listen(self._hand_on, closed):
+        # Without a selector or a name, every event is told, as the same line to every
+        # such watcher of the kind. That is known now, so it is decided here once, not
+        # per event in the listener, which runs for every watcher.
+        plain = not self._filtering and self._name is None
+        if watch.listen(self._tell if plain else self._hand_on, closed):
             return True
         self._sink = None
         return False
@@ -230,6 +260,20 @@ class Feed:
         # Told or filtered out, this watcher is done with the event either way.
         self.revision = event.revision
         if type_ is not None and not self._sink(encodings.line(type_), event.revision):
+            self._sink = None
+
+    def _tell(self, event: Event) -> None:
+        """`_hand_on` for a watcher without a selector or a name: told of every event."""
+        sink = self._sink
+        if sink is None:  # fallen behind: the log keeps this event for `resume`
+            return
+        self.revision = revision = event.revision
+        cache = _CACHE
+        if cache.told_event is event and cache.told_kind is self._kind:
+            line = cache.told_line
+        else:
+            line = cache.tell(self._registry, self._kind, event)
+        if not sink(line, revision):
             self._sink = None
 
     async def resume(self) -> None:
@@ -249,9 +293,7 @@ class Feed:
         if self._name is not None and event.kv.key.rpartition("/")[2] != self._name:
             return None
         if not self._filtering:
-            if event.type == "DELETE":
-                return "DELETED"
-            return "ADDED" if event.prev is None else "MODIFIED"
+            return _type_of(event)
         kind, opts = self._kind, self._opts
         now = reads.matches(kind, encodings.object(), opts)
         if event.type == "DELETE":
@@ -260,6 +302,13 @@ class Feed:
         if now:
             return "MODIFIED" if before else "ADDED"
         return "DELETED" if before else None
+
+
+def _type_of(event: Event) -> str:
+    """The watch event type for a watcher without a selector."""
+    if event.type == "DELETE":
+        return "DELETED"
+    return "ADDED" if event.prev is None else "MODIFIED"
 
 
 def _revision(rv: str) -> int:

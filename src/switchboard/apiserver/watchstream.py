@@ -186,6 +186,8 @@ class _TableRows:
 class _Stream:
     """One watch response: its writers, the newest revision sent, and whether it fell behind."""
 
+    __slots__ = ("_behind", "_kind", "_lock", "_transport", "last_rv", "resp")
+
     def __init__(
         self, resp: web.StreamResponse, request: web.Request, kind: ResourceKind, last_rv: int
     ) -> None:
@@ -218,7 +220,9 @@ class _Stream:
             self._behind.set()
             return False
         self.last_rv = revision
-        transport.write(_CHUNKS.of(line))
+        chunks = _CHUNKS
+        # Every watcher of the event is sent the same line: framed for the first only.
+        transport.write(chunks.chunk if line is chunks.line else chunks.frame(line))
         if transport.get_write_buffer_size() > _BEHIND:
             self._behind.set()
             return False
@@ -241,17 +245,18 @@ class _Stream:
 
 
 class _Chunks:
-    """An event line framed as an HTTP chunk, kept for the next watcher sent the same line."""
+    """The last event line sent and its framing as an HTTP chunk, kept for the next watcher."""
+
+    __slots__ = ("chunk", "line")
 
     def __init__(self) -> None:
-        self._line = b""
-        self._chunk = b""
+        self.line = b""
+        self.chunk = b""
 
-    def of(self, line: bytes) -> bytes:
-        if line is not self._line:
-            self._line = line
-            self._chunk = b"%x\r\n%b\r\n" % (len(line), line)
-        return self._chunk
+    def frame(self, line: bytes) -> bytes:
+        self.line = line
+        self.chunk = b"%x\r\n%b\r\n" % (len(line), line)
+        return self.chunk
 
 
 _CHUNKS = _Chunks()

@@ -36,8 +36,25 @@ class LogWatch:
 
     `replay(prefix, after, until)` returns up to `chunk` events with after <
     revision <= until, oldest first; `forget(watch)` unregisters the watch
-    from the backend's dispatch.
+    from the backend's dispatch. The dispatch calls `push(event)` with each
+    live event under `prefix`, and `fail()` if that raised.
     """
+
+    __slots__ = (
+        "_chunk",
+        "_closed",
+        "_events",
+        "_forget",
+        "_horizon",
+        "_listener",
+        "_live",
+        "_on_close",
+        "_replay",
+        "_replaying",
+        "_seen",
+        "prefix",
+        "push",
+    )
 
     def __init__(
         self,
@@ -53,7 +70,8 @@ class LogWatch:
         self._replay = replay
         self._chunk = chunk
         self._forget = forget
-        # The newest revision handed out, through the iterator or to the listener.
+        # The newest revision the iterator handed out. A listener is handed only events
+        # past it: none at first for a watch from a future revision.
         self._seen = after
         self._replaying = after < horizon
         self._live: asyncio.Queue[protocol.Event | None] = asyncio.Queue()
@@ -61,27 +79,12 @@ class LogWatch:
         self._on_close: Callable[[], None] | None = None
         self._closed = False
         self._events: AsyncIterator[protocol.Event] | None = None
-
-    def push(self, event: protocol.Event) -> None:
-        """A live event under the prefix, from the backend's dispatch, in revision order."""
-        if self._closed:
-            return
-        if self._listener is None:
-            self._live.put_nowait(event)
-        else:
-            self._hand_on(event)
-
-    def _hand_on(self, event: protocol.Event) -> None:
-        assert self._listener is not None
-        if event.revision <= self._seen:  # a watch from a future revision skips up to it
-            return
-        self._seen = event.revision
-        try:
-            self._listener(event)
-        except Exception:
-            # One broken listener must not stop the dispatch to every other watch.
-            log.exception("a watch listener failed; closing its watch")
-            self._stop()
+        # What the backend's dispatch calls with each live event under the prefix, in
+        # revision order. It runs for every watch and event, so rather than test each
+        # time what the watch is doing, the watch swaps what `push` is: the iterator's
+        # queue, the listener itself, or (closed) nothing. What the listener raises
+        # comes out of `push`; the backend then calls `fail`.
+        self.push: Callable[[protocol.Event], None] = self._live.put_nowait
 
     def listen(
         self, listener: Callable[[protocol.Event], None], closed: Callable[[], None]
@@ -91,11 +94,31 @@ class LogWatch:
             return False
         self._listener = listener
         self._on_close = closed
+
+        def skip_seen(event: protocol.Event) -> None:
+            if event.revision <= self._seen:  # a watch from a future revision skips up to it
+                return
+            # Events come in revision order, so every later one is past `_seen` too.
+            self.push = listener
+            listener(event)
+
+        self.push = skip_seen
         while not self._closed and not self._live.empty():
             queued = self._live.get_nowait()
             if queued is not None:
-                self._hand_on(queued)
+                try:
+                    self.push(queued)
+                except Exception:
+                    self.fail()
         return True
+
+    def fail(self) -> None:
+        """Close the watch after its listener raised, from inside the `except` that caught it.
+
+        One broken listener must not stop the dispatch to every other watch.
+        """
+        log.exception("a watch listener failed; closing its watch")
+        self._stop()
 
     def __aiter__(self) -> AsyncIterator[protocol.Event]:
         # One iterator per watch: a consumer that breaks out of `async for`
@@ -133,6 +156,8 @@ class LogWatch:
         if not self._closed:
             self._closed = True
             self._listener = None
+            # The dispatch under way may still hold this watch among those it walks.
+            self.push = _drop
             self._forget(self)
             self._live.put_nowait(None)
             on_close, self._on_close = self._on_close, None
@@ -141,3 +166,7 @@ class LogWatch:
 
     async def close(self) -> None:
         self._stop()
+
+
+def _drop(event: protocol.Event) -> None:
+    """What a closed watch does with a live event."""

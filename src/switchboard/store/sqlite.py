@@ -345,7 +345,12 @@ class SQLiteStore:
             key = event.kv.key
             for watch in watches:
                 if key.startswith(watch.prefix):
-                    watch.push(event)
+                    # A listening watch's `push` is its listener, so this loop is where
+                    # a listener's failure is caught, at no cost while none fails.
+                    try:
+                        watch.push(event)
+                    except Exception:
+                        watch.fail()
         self._dispatched = events[-1].revision
 
     def _run(self, run: Callable[[_Log], T], writes: bool = False) -> asyncio.Future[T]:
