@@ -152,11 +152,13 @@ def lab_processes(data_dir: Path) -> list[labstate.Process]:
     return found
 
 
-def restart_agent(cluster: Cluster, node_name: str) -> labstate.Process:
-    """SIGKILL the agent of `node_name` and start it again with the command line it had.
+@contextlib.contextmanager
+def agent_stopped(cluster: Cluster, node_name: str) -> Iterator[labstate.Process]:
+    """The agent of `node_name` SIGKILLed for the block (its pods stay), then started again.
 
-    The agent killed is the one running now: the lab's own, or the one an
-    earlier call started.
+    The agent killed is the one running now: the lab's own, or one an earlier
+    restart started; its record is yielded. The new one runs its command line
+    and joins `cluster.restarted`, so the lab ends it too.
     """
     data_dir = cluster.data_dir.resolve()
     state = labstate.State.load(data_dir)
@@ -171,19 +173,28 @@ def restart_agent(cluster: Cluster, node_name: str) -> labstate.Process:
     while old.alive():
         assert time.monotonic() < deadline, f"the {role} did not die of SIGKILL"
         time.sleep(0.02)
-    with open(data_dir / f"{role.replace(' ', '-')}-restarted.log", "ab") as log:
-        child = subprocess.Popen(
-            old.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            cwd=data_dir,
-        )
-    new = labstate.Process.started(role, child.pid, old.argv)
-    assert new is not None, f"the restarted {role} exited at once"
-    cluster.restarted.append(new)
-    return new
+    try:
+        yield old
+    finally:
+        with open(data_dir / f"{role.replace(' ', '-')}-restarted.log", "ab") as log:
+            child = subprocess.Popen(
+                old.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=data_dir,
+            )
+        new = labstate.Process.started(role, child.pid, old.argv)
+        assert new is not None, f"the restarted {role} exited at once"
+        cluster.restarted.append(new)
+
+
+def restart_agent(cluster: Cluster, node_name: str) -> labstate.Process:
+    """SIGKILL the agent of `node_name` and start it again at once; the new agent."""
+    with agent_stopped(cluster, node_name):
+        pass
+    return cluster.restarted[-1]
 
 
 # -- manifests ------------------------------------------------------------------------------

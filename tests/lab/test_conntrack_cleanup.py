@@ -22,10 +22,7 @@ against a real table in a namespace of its own.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -34,7 +31,6 @@ from pathlib import Path
 
 import pytest
 
-from switchboard import labstate
 from switchboard.proxy import conntrack, model
 from tests.lab import labcluster
 from tests.lab.conftest import NetLab
@@ -174,17 +170,20 @@ def replace_the_endpoint(cluster: Cluster, service: str, old: str, new: str) -> 
     wait_for_endpoints(cluster, service, [new])
 
 
-def test_an_unanswered_syn_does_not_pin_its_source_port_to_a_deleted_endpoint(
-    cluster: Cluster,
-) -> None:
-    service = "unanswered"
+def pinned_by_an_unanswered_syn(
+    cluster: Cluster, service: str, standby: str
+) -> tuple[str, str, str]:
+    """`service` with one endpoint that drops SYNs, whose entry the client's one try left.
+
+    Returns the silent pod, a running pod labelled `app=standby` to take its
+    place, and the ClusterIP.
+    """
     old, new = f"{service}-old", f"{service}-new"
     cluster.apply(labcluster.service(service))
     start_backend(cluster, backend(old, service))
-    start_backend(cluster, backend(new, "standby"))
+    start_backend(cluster, backend(new, standby))
     wait_for_endpoints(cluster, service, [old])
     cluster_ip = cluster.kubectl("get", "service", service, "-o", "jsonpath={.spec.clusterIP}")
-
     # The old pod stops answering its port, as a pod whose network is gone would (a rule
     # in its own namespace); the client's one try from its fixed port leaves the entry.
     in_pod_netns(
@@ -195,6 +194,14 @@ def test_an_unanswered_syn_does_not_pin_its_source_port_to_a_deleted_endpoint(
         " add rule inet test in tcp dport 8080 drop",
     )
     assert connect(cluster, cluster_ip, tries=1) == ["- TimeoutError"]
+    return old, new, cluster_ip
+
+
+def test_an_unanswered_syn_does_not_pin_its_source_port_to_a_deleted_endpoint(
+    cluster: Cluster,
+) -> None:
+    service = "unanswered"
+    old, new, cluster_ip = pinned_by_an_unanswered_syn(cluster, service, "standby")
 
     replace_the_endpoint(cluster, service, old, new)
     answers = connect(cluster, cluster_ip, tries=5)
@@ -259,40 +266,6 @@ UDP_CLIENT_FIRST_PORT = 42000
 # starts, lists, syncs and reconciles in a few seconds; the entry the client keeps
 # refreshing would never time out.
 MOVED_WITHIN = 15.0
-
-
-@contextlib.contextmanager
-def agent_stopped(cluster: Cluster, node_name: str) -> Iterator[None]:
-    """The agent of `node_name` SIGKILLed (its pods stay) for the block, then started again.
-
-    As `labcluster.restart_agent`, with the block between the kill and the
-    start: the new agent runs the old one's command line, and the lab ends it.
-    """
-    data_dir = cluster.data_dir.resolve()
-    state = labstate.State.load(data_dir)
-    assert state is not None
-    role = f"agent {node_name}"
-    [old] = [p for p in (*state.processes, *cluster.restarted) if p.role == role and p.alive()]
-    os.kill(old.pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while old.alive():
-        assert time.monotonic() < deadline, f"the {role} did not die of SIGKILL"
-        time.sleep(0.02)
-    try:
-        yield
-    finally:
-        with open(data_dir / f"{role.replace(' ', '-')}-restarted.log", "ab") as log:
-            child = subprocess.Popen(
-                old.argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                cwd=data_dir,
-            )
-        new = labstate.Process.started(role, child.pid, old.argv)
-        assert new is not None, f"the restarted {role} exited at once"
-        cluster.restarted.append(new)
 
 
 def until_agent_answers(cluster: Cluster, pod: str) -> None:
@@ -374,7 +347,7 @@ def test_a_restarted_proxy_moves_udp_clients_off_an_endpoint_gone_meanwhile_and_
     staying = set(pinned) - moving
     live = set(backends) - {gone} | {standby}
 
-    with agent_stopped(cluster, CLIENT_NODE):
+    with labcluster.agent_stopped(cluster, CLIENT_NODE):
         stopped_at = time.time()
         cluster.kubectl("delete", "pod", gone, "--grace-period=0", "--force", "--wait=false")
         cluster.kubectl("label", "pod", standby, f"app={service}", "--overwrite")
@@ -412,22 +385,9 @@ def test_an_unanswered_syn_does_not_pin_its_source_port_across_a_proxy_restart(
     cluster: Cluster,
 ) -> None:
     service = "syn-restart"
-    old, new = f"{service}-old", f"{service}-new"
-    cluster.apply(labcluster.service(service))
-    start_backend(cluster, backend(old, service))
-    start_backend(cluster, backend(new, "standby-syn"))
-    wait_for_endpoints(cluster, service, [old])
-    cluster_ip = cluster.kubectl("get", "service", service, "-o", "jsonpath={.spec.clusterIP}")
-    in_pod_netns(
-        cluster,
-        old,
-        "nft",
-        "add table inet test; add chain inet test in { type filter hook input priority 0; };"
-        " add rule inet test in tcp dport 8080 drop",
-    )
-    assert connect(cluster, cluster_ip, tries=1) == ["- TimeoutError"]
+    old, new, cluster_ip = pinned_by_an_unanswered_syn(cluster, service, "standby-syn")
 
-    with agent_stopped(cluster, CLIENT_NODE):
+    with labcluster.agent_stopped(cluster, CLIENT_NODE):
         replace_the_endpoint(cluster, service, old, new)
 
     until_agent_answers(cluster, "client")
