@@ -498,6 +498,15 @@ def bench(args: argparse.Namespace) -> None:
                 f"{d:.0f}/{c:.0f}" for d, c in zip(direct_rates, cluster_rates, strict=True)
             )
         )
+        # The machine's speed drifts during a run; each pair ran back to back, so the
+        # median of the pairs' ratios shows the path's cost with less of that drift.
+        pair_ratio = statistics.median(
+            c / d for d, c in zip(direct_rates, cluster_rates, strict=True)
+        )
+        print(
+            "  for information: connection rate, the median of each pair's ClusterIP / direct "
+            f"ratio: {pair_ratio:.3f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
