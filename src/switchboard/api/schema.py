@@ -53,23 +53,18 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Literal, NotRequired, TypedDict, cast
+from typing import Any, Literal, TypedDict, cast
 
 import orjson
 
 from switchboard.api import fielderrors, schemavalues
+from switchboard.api.schemavalues import Definition as Definition
 from switchboard.api.schemavalues import FieldSchema as FieldSchema
 
 Mode = Literal["Strict", "Warn", "Ignore"]
 MODES: tuple[Mode, ...] = ("Strict", "Warn", "Ignore")
 # What the apiserver does when a request carries no fieldValidation parameter.
 DEFAULT_MODE: Mode = "Warn"
-
-
-class Definition(TypedDict):
-    description: str
-    properties: dict[str, FieldSchema]
-    required: NotRequired[list[str]]
 
 
 class KindEntry(TypedDict):

@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
-
-if TYPE_CHECKING:
-    from switchboard.api.schema import Definition
+from typing import Any, NotRequired, TypedDict
 
 
 class FieldSchema(TypedDict):
@@ -32,6 +29,12 @@ class FieldSchema(TypedDict):
     items: NotRequired[FieldSchema]
     values: NotRequired[FieldSchema]
     description: NotRequired[str]
+
+
+class Definition(TypedDict):
+    description: str
+    properties: dict[str, FieldSchema]
+    required: NotRequired[list[str]]
 
 
 def go_type(schema: FieldSchema) -> str:
